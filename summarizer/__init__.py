@@ -1,0 +1,18 @@
+"""summarizer: keep pre-aggregated summary tables fresh inside the database.
+
+The public API is the :class:`Summarizer` facade, :func:`load_config` and the errors.
+"""
+
+__version__ = "0.1.0"
+
+from .app import Status, Summarizer  # noqa: E402
+from .config import Config, load_config  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SchemaError, SourceError, SummarizerError,
+    UsageError, VerifyMismatch,
+)
+
+__all__ = [
+    "Config", "ConfigError", "DatabaseUnavailable", "LockHeld", "RefreshFailed", "SchemaError", "SourceError",
+    "Status", "Summarizer", "SummarizerError", "UsageError", "VerifyMismatch", "__version__", "load_config",
+]

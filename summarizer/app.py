@@ -1,0 +1,165 @@
+"""The facade: one object per configuration, one method per command.
+
+The CLI and the HTTP layer are thin over this class; tests and scripts use it directly::
+
+    from summarizer import Summarizer, load_config
+    s = Summarizer(load_config("config.ini"))
+    s.init(); s.refresh(); assert s.verify().ok
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from .config import Config
+from .ddl import InitPlan, apply, plan_init, require_tables
+from .dialects import Dialect, connect
+from .errors import DatabaseUnavailable
+from .model import Schema, source_from_config
+from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request, choose_plan
+from .rollup import Rollup
+from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
+from .verify import VerifyReport, verify
+
+
+@dataclass
+class Status:
+    runs: list[Run]
+    last_success: Run | None
+    age_seconds: float | None
+    rows: dict[str, int]
+    months: list[str]
+    unassigned: dict[str, float | None] = field(default_factory=dict)
+
+    def problems(self, max_age_seconds: float) -> list[str]:
+        """Why monitoring should page: stale summaries, or a last run that did not succeed."""
+        found = []
+        if self.last_success is None:
+            found.append("no refresh has succeeded yet")
+        elif self.age_seconds is not None and self.age_seconds > max_age_seconds:
+            found.append(f"the last successful refresh finished {self.age_seconds / 3600:.1f}h ago, "
+                         f"more than the allowed {max_age_seconds / 3600:.1f}h")
+        finished = next((r for r in self.runs if r.status != RUNNING), None)
+        if finished is not None and finished.status != SUCCEEDED:
+            found.append(f"the last run ({finished.describe()}) {finished.status}: {finished.error}")
+        return found
+
+    def as_json(self) -> dict[str, Any]:
+        return {"last_success": self.last_success.as_json() if self.last_success else None,
+                "age_seconds": self.age_seconds, "rows": self.rows,
+                "months": {"count": len(self.months), "first": self.months[0] if self.months else None,
+                           "last": self.months[-1] if self.months else None},
+                "unassigned": self.unassigned, "runs": [r.as_json() for r in self.runs]}
+
+
+class Summarizer:
+    """Everything summarizer does, for one configuration."""
+
+    def __init__(self, config: Config, *, pool_size: int = 5) -> None:
+        self.config = config
+        self.schema = Schema(config)
+        self.source = source_from_config(config)
+        self.rollup = Rollup(self.source, self.schema)
+        self._pool_size = pool_size
+
+    @cached_property
+    def dialect(self) -> Dialect:
+        url = self.config.database_url()
+        options: dict[str, Any] = {}
+        if url.get_backend_name() != "sqlite":
+            options = {"pool_size": self._pool_size, "max_overflow": 2}
+        dialect = connect(url, **options)
+        try:
+            with dialect.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            dialect.engine.dispose()
+            raise DatabaseUnavailable(
+                f"cannot connect to {url.render_as_string(hide_password=True)}: {_first_line(exc)}. "
+                "Check [database] in the config or SUMMARIZER_DATABASE_URL") from None
+        return dialect
+
+    @cached_property
+    def runs(self) -> RunLog:
+        return RunLog(self.dialect.engine, self.schema.runs())
+
+    def close(self) -> None:
+        if "dialect" in self.__dict__:
+            self.dialect.engine.dispose()
+
+    # --- commands -------------------------------------------------------------------------------
+    def init(self, *, source_indexes: bool = False, dry_run: bool = False) -> InitPlan:
+        """Create what is missing; with ``dry_run`` only return the statements."""
+        plan = plan_init(self.dialect, self.schema, self.source, source_indexes=source_indexes)
+        if not dry_run:
+            apply(self.dialect, plan)
+        return plan
+
+    def refresh(self, *, months: Sequence[dt.date] = (), since: dt.datetime | None = None,
+                changed: bool = False, jobs: int | None = None, wait: float = 0.0,
+                progress: Progress | None = None) -> Run:
+        """Full refresh by default; ``months``, ``since`` or ``changed`` make it incremental."""
+        mode = MONTHS if months else SINCE if since else CHANGED if changed else FULL
+        request = Request(mode=mode, months=tuple(sorted(set(months))), since=since,
+                          jobs=jobs or self.config.refresh.jobs, wait=wait)
+        refresher = Refresher(self.dialect, self.config, self.schema, self.source, self.runs, progress)
+        return refresher.run(request)
+
+    def verify(self, months: Sequence[dt.date] | None = None) -> VerifyReport:
+        self._require_tables()
+        return verify(self.dialect, self.rollup, self.schema.live(), months)
+
+    def explain(self) -> dict[str, Any]:
+        """The database's plan for tier 1's read of the raw table, and whether it needs a temporary table."""
+        plan = choose_plan(self.dialect, self.source)
+        statement = self.rollup.tier1_select(utcnow(), by_month=plan.chunked)
+        with self.dialect.engine.connect() as conn:
+            if plan.chunked:
+                first = conn.execute(self.rollup.source_months().limit(1)).scalar()
+                statement = statement.params(month=first)
+            lines = self.dialect.explain(conn, statement)
+        return {"plan": plan.describe(), "chunked": plan.chunked, "explain": lines,
+                "temporary": self.dialect.plan_uses_temporary(lines)}
+
+    def status(self, limit: int = 10) -> Status:
+        self._require_tables()
+        last = self.runs.last_success()
+        age = (utcnow() - last.finished_at).total_seconds() if last and last.finished_at else None
+        live = self.schema.live()
+        with self.dialect.engine.connect() as conn:
+            rows = {name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for name, t in live.by_name().items()}
+            months = [f"{_as_month(m)}" for m in conn.execute(
+                select(live.category.c.month).distinct().order_by(live.category.c.month)).scalars()]
+            share = conn.execute(self.rollup.unassigned_share(live.brand)).one()
+        return Status(runs=self.runs.latest(limit), last_success=last, age_seconds=age, rows=rows,
+                      months=months, unassigned=_shares(share))
+
+    def _require_tables(self) -> None:
+        require_tables(self.dialect, self.schema)
+
+
+def _shares(row: Sequence[Any]) -> dict[str, float | None]:
+    rows, no_brand_rows, no_cat_rows, absolute, no_brand_abs, no_cat_abs = row
+
+    def share(part: Any, whole: Any) -> float | None:
+        return round(float(Decimal(str(part)) / Decimal(str(whole))), 6) if whole else None
+    return {"rows_without_brand": share(no_brand_rows, rows), "rows_without_category": share(no_cat_rows, rows),
+            "value_without_brand": share(no_brand_abs, absolute), "value_without_category": share(no_cat_abs, absolute)}
+
+
+def _as_month(value: Any) -> str:
+    return str(value)[:7]
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__

@@ -1,0 +1,179 @@
+"""The ``summarizer`` command: click commands, each parsing, calling the library, printing."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .app import Summarizer
+from .config import load_config, parse_duration
+from .errors import EXIT_FAILURE, SummarizerError, UsageError
+from .months import parse_months, parse_timestamp
+from .output import BarProgress, run_summary, status_text, verify_text
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("summarizer")
+
+
+def handle_errors(func: F) -> F:
+    """One translator: a SummarizerError becomes ``Error: ...`` on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SummarizerError as exc:
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse(parser: Callable[[str], Any], text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return parser(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+
+    @functools.cached_property
+    def summarizer(self) -> Summarizer:
+        path = self.config_path or "config.ini"
+        return Summarizer(load_config(path, required=self.config_path is not None))
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Configuration file (default ./config.ini; the environment overrides it).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+@click.version_option(__version__, prog_name="summarizer")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Keep pre-aggregated summary tables fresh inside the database."""
+    ctx.obj = Context(config_path)
+    ctx.meta["verbose"] = verbose
+
+
+@cli.command()
+@click.option("--source-indexes", is_flag=True, help="Also add the raw-table index the refresh reads through.")
+@click.option("--print-sql", is_flag=True, help="Print the statements instead of running them.")
+@pass_context
+@handle_errors
+def init(ctx: Context, source_indexes: bool, print_sql: bool) -> None:
+    """Create the summary and bookkeeping tables where missing (idempotent)."""
+    plan = ctx.summarizer.init(source_indexes=source_indexes, dry_run=print_sql)
+    statements = plan.statements + [sql for sql, _ in plan.online]
+    if print_sql:
+        click.echo("\n".join(f"{s};" for s in statements) or "-- nothing to do")
+    else:
+        click.echo(f"init: {len(statements)} statement(s) run" if statements else "init: nothing to do")
+
+
+@cli.command()
+@click.option("--months", "months_spec", metavar="SPEC", help="Only these months: 2024-01..2024-03 or 2024-02,2024-05.")
+@click.option("--since", metavar="TIMESTAMP", help="Only months with raw rows changed since then (updated_at).")
+@click.option("--changed", is_flag=True, help="Only months changed since the last successful run (updated_at).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Months refreshed at once (incremental).")
+@click.option("--wait", type=click.FloatRange(0), default=0.0, help="Seconds to wait for another run's lock.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON on stdout.")
+@click.pass_context
+@handle_errors
+def refresh(click_ctx: click.Context, months_spec: str | None, since: str | None, changed: bool,
+            jobs: int | None, wait: float, quiet: bool, as_json: bool) -> None:
+    """Rebuild the summaries: all of them (default) or only some months."""
+    if sum(x is not None and x is not False for x in (months_spec, since, changed)) > 1:
+        raise UsageError("choose one of --months, --since and --changed")
+    months = _parse(parse_months, months_spec, "--months") or []
+    since_ts = _parse(parse_timestamp, since, "--since")
+    setup_logging(quiet, click_ctx.meta.get("verbose", False))
+    progress = BarProgress() if sys.stderr.isatty() and not quiet else None
+    run = click_ctx.obj.summarizer.refresh(months=months, since=since_ts, changed=changed, jobs=jobs,
+                                           wait=wait, progress=progress)
+    if as_json:
+        click.echo(json.dumps(run.as_json(), indent=2))
+    elif not quiet:
+        click.echo(run_summary(run))
+
+
+@cli.command()
+@click.option("--months", "months_spec", metavar="SPEC", help="Only these months.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+@handle_errors
+def verify(ctx: Context, months_spec: str | None, as_json: bool) -> None:
+    """Compare every tier with totals recomputed from the raw table; exit 1 on any mismatch."""
+    report = ctx.summarizer.verify(_parse(parse_months, months_spec, "--months"))
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else verify_text(report))
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--check", is_flag=True, help="Exit 1 when the summaries are stale or the last run failed.")
+@click.option("--max-age", default="26h", show_default=True, help="Age beyond which --check calls them stale.")
+@pass_context
+@handle_errors
+def status(ctx: Context, as_json: bool, check: bool, max_age: str) -> None:
+    """Last runs, age of the last success, rows per tier, months, unassigned share."""
+    max_age_seconds = _parse(parse_duration, max_age, "--max-age")
+    current = ctx.summarizer.status()
+    click.echo(json.dumps(current.as_json(), indent=2) if as_json else status_text(current))
+    if check:
+        problems = current.problems(max_age_seconds)
+        for problem in problems:
+            click.secho(f"CHECK FAILED: {problem}", fg="red", err=True)
+        if problems:
+            sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@pass_context
+@handle_errors
+def explain(ctx: Context) -> None:
+    """Show the database's plan for the refresh's read of the raw table."""
+    result = ctx.summarizer.explain()
+    click.echo(f"plan: {result['plan']}")
+    click.echo("\n".join(f"  {line}" for line in result["explain"]))
+    if result["temporary"]:
+        click.secho("WARNING: the GROUP BY over the raw table uses a temporary table or a sort; at tens of "
+                    "millions of rows that can take hours. Run `summarizer init --source-indexes`.", fg="yellow")
+
+
+@cli.command()
+@click.option("--rows", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True,
+              help="Raw rows to generate.")
+@click.option("--path", type=click.Path(dir_okay=False), default="summarizer-demo.db", show_default=True,
+              help="SQLite file to create (replaced if it exists).")
+@handle_errors
+def demo(rows: int, path: str) -> None:
+    """Build a SQLite database of synthetic data, refresh and verify it, and show the result."""
+    from .demo import run_demo
+    setup_logging(quiet=True, verbose=False)
+    run_demo(Path(path), rows, click.echo)
+
+
+def main() -> None:
+    cli(prog_name="summarizer")

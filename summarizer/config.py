@@ -1,0 +1,266 @@
+"""Settings: defaults with help text, read from ``config.ini`` and the environment, validated on load.
+
+Every setting is one :class:`Setting` entry in :data:`SETTINGS` (section, key, default, kind, help).
+``config.ini.example`` and the README's table are checked against this list by the tests.
+
+The environment overrides the file: ``SUMMARIZER_<SECTION>_<KEY>`` (for example
+``SUMMARIZER_DATABASE_URL``), so passwords need not live in files.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SUMMARIZER_"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: str
+    kind: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database", "url", "", "url",
+            "SQLAlchemy URL: mysql+pymysql://user:pw@host/db, postgresql+psycopg://..., sqlite:///file.db"),
+    Setting("database", "driver", "mysql+pymysql", "str", "driver used when the URL is built from fields"),
+    Setting("database", "host", "", "str", "host, when no url is given"),
+    Setting("database", "port", "", "str", "port, when no url is given"),
+    Setting("database", "user", "", "str", "user, when no url is given"),
+    Setting("database", "password", "", "str", "password, when no url is given (prefer the environment)"),
+    Setting("database", "database", "", "str", "database name, when no url is given"),
+    Setting("source", "financials_table", "financials", "identifier", "raw fact table"),
+    Setting("source", "products_table", "products", "identifier", "ASIN -> brand table"),
+    Setting("source", "brands_table", "brands", "identifier", "brand -> category table"),
+    Setting("source", "categories_table", "categories", "identifier", "category names"),
+    Setting("source", "asin_column", "asin", "identifier", "ASIN column of the raw table"),
+    Setting("source", "marketplace_column", "marketplace", "identifier", "marketplace column of the raw table"),
+    Setting("source", "month_column", "month", "identifier", "DATE column holding the first day of the month"),
+    Setting("source", "metric_column", "metric", "identifier", "metric name column of the raw table"),
+    Setting("source", "value_column", "value", "identifier", "DECIMAL value column of the raw table"),
+    Setting("source", "updated_at_column", "", "optional_identifier",
+            "raw column holding the last change time (needed by refresh --changed); empty: none"),
+    Setting("source", "product_asin_column", "asin", "identifier", "ASIN column of the products table"),
+    Setting("source", "product_brand_column", "brand_id", "identifier", "brand column of the products table"),
+    Setting("source", "brand_id_column", "brand_id", "identifier", "key column of the brands table"),
+    Setting("source", "brand_category_column", "category_id", "identifier", "category column of the brands table"),
+    Setting("source", "brand_name_column", "name", "identifier", "name column of the brands table"),
+    Setting("source", "category_id_column", "category_id", "identifier", "key column of the categories table"),
+    Setting("source", "category_name_column", "name", "identifier", "name column of the categories table"),
+    Setting("summary", "asin_table", "financials_summary_monthly_asin_marketplace", "identifier",
+            "tier 1: one row per asin, marketplace, month, metric"),
+    Setting("summary", "brand_table", "financials_summary_monthly_brand", "identifier",
+            "tier 2: one row per brand, marketplace (and ALL), month, metric"),
+    Setting("summary", "category_table", "financials_summary_monthly_category", "identifier",
+            "tier 3: one row per category, month, metric"),
+    Setting("summary", "runs_table", "summarizer_runs", "identifier", "run history"),
+    Setting("summary", "all_marketplace", "ALL", "str", "marketplace value of the all-marketplaces rows"),
+    Setting("summary", "unassigned_id", "0", "int", "brand/category id for rows without one"),
+    Setting("summary", "value_precision", "38", "int", "DECIMAL precision of summary values"),
+    Setting("summary", "value_scale", "4", "int", "DECIMAL scale of summary values (at least the raw scale)"),
+    Setting("summary", "asin_length", "64", "int", "VARCHAR length of the asin column in the summaries"),
+    Setting("summary", "marketplace_length", "32", "int", "VARCHAR length of the marketplace column"),
+    Setting("summary", "metric_length", "64", "int", "VARCHAR length of the metric column"),
+    Setting("refresh", "lock_name", "summarizer_refresh", "identifier", "name of the run lock"),
+    Setting("refresh", "retry_attempts", "5", "int", "attempts per step for transient database errors"),
+    Setting("refresh", "retry_initial_wait", "0.5", "float", "first backoff wait in seconds (doubles, with jitter)"),
+    Setting("refresh", "retry_max_wait", "30", "float", "longest backoff wait in seconds"),
+    Setting("refresh", "swap_lock_timeout", "3", "int", "seconds the swap waits for metadata locks per try"),
+    Setting("refresh", "swap_attempts", "20", "int", "tries of the swap before the refresh fails"),
+    Setting("refresh", "jobs", "1", "int", "months refreshed in parallel by incremental refreshes"),
+    Setting("refresh", "tmp_table_size", "67108864", "int",
+            "MySQL session tmp_table_size/max_heap_table_size for the refresh (bytes; 0 = server default)"),
+    Setting("schedule", "full", "0 3 * * *", "str", "cron expression of the full refresh"),
+    Setting("schedule", "changed", "", "str", "cron expression of the --changed refresh; empty: none"),
+    Setting("schedule", "timezone", "UTC", "str", "time zone the cron expressions are read in"),
+    Setting("schedule", "misfire_grace", "3600", "int", "seconds a missed run may still start late"),
+    Setting("api", "host", "127.0.0.1", "str", "address the read API listens on"),
+    Setting("api", "port", "8000", "int", "port the read API listens on"),
+    Setting("api", "max_age", "26h", "duration", "health is 503 when the last success is older"),
+    Setting("api", "max_months", "120", "int", "longest month range one request may ask for"),
+    Setting("api", "revenue_metrics", "revenue", "list", "metrics summed as revenue by profitability"),
+    Setting("api", "cost_metrics", "cogs,fees,ad_spend,shipping", "list", "metrics subtracted as cost"),
+    Setting("api", "redis_url", "", "str", "Redis URL for the response cache; empty: in-process cache"),
+    Setting("api", "cache_size", "1024", "int", "entries of the in-process cache"),
+)
+
+
+def parse_duration(text: str) -> float:
+    """``'26h'`` -> 93600.0 seconds; plain numbers are seconds."""
+    match = DURATION.match(text)
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 30m, 26h or 2d, got {text!r}")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def _identifier(text: str) -> str:
+    if not IDENTIFIER.match(text):
+        raise ValueError(f"expected a plain SQL identifier (letters, digits, _), got {text!r}")
+    return text
+
+
+def _optional_identifier(text: str) -> str:
+    return _identifier(text) if text else ""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def _url(text: str) -> str:
+    if text:
+        try:
+            make_url(text)
+        except ArgumentError:
+            raise ValueError(f"expected a SQLAlchemy URL like mysql+pymysql://user@host/db, got {text!r}") from None
+    return text
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str, "int": _int, "float": _float, "url": _url, "list": _list,
+    "identifier": _identifier, "optional_identifier": _optional_identifier, "duration": parse_duration,
+}
+
+
+class Config:
+    """Validated settings; ``config.section.key`` or ``config.get(section, key)``."""
+
+    def __init__(self, values: Mapping[tuple[str, str], Any], source: str) -> None:
+        self._values = dict(values)
+        self.path = source
+        self.database = _Section(self, "database")
+        self.source = _Section(self, "source")
+        self.summary = _Section(self, "summary")
+        self.refresh = _Section(self, "refresh")
+        self.schedule = _Section(self, "schedule")
+        self.api = _Section(self, "api")
+
+    def get(self, section: str, key: str) -> Any:
+        return self._values[(section, key)]
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``section__key=value`` changes (values already parsed)."""
+        values = dict(self._values)
+        for name, value in changes.items():
+            section, key = name.split("__", 1)
+            values[(section, key)] = value
+        return Config(values, self.path)
+
+    def database_url(self) -> URL:
+        url = self.get("database", "url")
+        if url:
+            return make_url(url)
+        fields = {key: self.get("database", key) for key in ("host", "port", "user", "password", "database")}
+        if not fields["host"] and not fields["database"]:
+            raise ConfigError(
+                "no database configured: set url in [database] of the config file, or "
+                "SUMMARIZER_DATABASE_URL (or try `summarizer demo`, which needs none)",
+                source=self.path, section="database", key="url")
+        port = int(fields["port"]) if fields["port"] else None
+        return URL.create(self.get("database", "driver"), username=fields["user"] or None,
+                          password=fields["password"] or None, host=fields["host"] or None,
+                          port=port, database=fields["database"] or None)
+
+
+class _Section:
+    def __init__(self, config: Config, name: str) -> None:
+        self._config, self._name = config, name
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._config.get(self._name, key)
+        except KeyError:
+            raise AttributeError(f"no setting [{self._name}] {key}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None, *, required: bool = False) -> Config:
+    """Read ``path`` (default ``./config.ini``; missing is fine unless ``required``) and the environment."""
+    environ = os.environ if environ is None else environ
+    file = Path(path) if path is not None else Path("config.ini")
+    raw = _read_file(file, required)
+    values: dict[tuple[str, str], Any] = {}
+    known = {(s.section, s.key) for s in SETTINGS}
+    for section in raw.sections():
+        for key in raw[section]:
+            if (section, key) not in known:
+                allowed = ", ".join(s.key for s in SETTINGS if s.section == section) or "none (unknown section)"
+                raise ConfigError(f"unknown setting; allowed keys: {allowed}",
+                                  source=str(file), section=section, key=key)
+    for setting in SETTINGS:
+        env_name = f"{ENV_PREFIX}{setting.section}_{setting.key}".upper()
+        if env_name in environ:
+            text, origin = environ[env_name], f"environment variable {env_name}"
+        else:
+            text, origin = raw.get(setting.section, setting.key, fallback=setting.default), str(file)
+        try:
+            values[(setting.section, setting.key)] = PARSERS[setting.kind](text.strip())
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=origin, section=setting.section, key=setting.key) from None
+    config = Config(values, str(file))
+    _check(config)
+    return config
+
+
+def _read_file(file: Path, required: bool) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    if not file.exists():
+        if required:
+            raise ConfigError("file not found (copy config.ini.example to start one)", source=str(file))
+        return parser
+    try:
+        parser.read(file, encoding="utf-8")
+    except configparser.Error as exc:
+        raise ConfigError(f"not a valid INI file: {exc.message}", source=str(file)) from None
+    return parser
+
+
+def _check(config: Config) -> None:
+    """Rules that span settings or bound numbers."""
+    bounds = {("summary", "value_precision"): (10, 65), ("summary", "value_scale"): (0, 30),
+              ("refresh", "retry_attempts"): (1, 100), ("refresh", "jobs"): (1, 64),
+              ("refresh", "swap_lock_timeout"): (1, 3600), ("refresh", "swap_attempts"): (1, 1000),
+              ("api", "port"): (1, 65535), ("api", "max_months"): (1, 1200),
+              ("summary", "asin_length"): (1, 255), ("summary", "marketplace_length"): (1, 255),
+              ("summary", "metric_length"): (1, 255)}
+    for (section, key), (low, high) in bounds.items():
+        value = config.get(section, key)
+        if not low <= value <= high:
+            raise ConfigError(f"expected a number from {low} to {high}, got {value}",
+                              source=config.path, section=section, key=key)
+    if config.summary.value_scale >= config.summary.value_precision:
+        raise ConfigError("value_scale must be smaller than value_precision",
+                          source=config.path, section="summary", key="value_scale")
+    if not config.summary.all_marketplace:
+        raise ConfigError("must not be empty", source=config.path, section="summary", key="all_marketplace")

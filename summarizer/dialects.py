@@ -1,0 +1,311 @@
+"""What differs between SQLite, MySQL/MariaDB and PostgreSQL, and nothing else.
+
+Each dialect declares its capabilities as class constants and overrides the few methods where the
+databases disagree, each override with a one-line reason. Everything else is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.schema import CreateIndex
+from sqlalchemy.sql import ClauseElement
+
+from .model import OLD_SUFFIX
+
+
+class Dialect:
+    """Shared behaviour; subclasses override what their database does differently."""
+
+    name = "generic"
+    EXACT_DECIMAL = True            # SUM over DECIMAL is exact (SQLite: REAL)
+    TRANSACTIONAL_DDL = True        # the swap runs as one transaction
+    INDEX_NAMES_PER_TABLE = False   # index names are unique per table, not per schema
+    TRANSIENT_CODES: frozenset[object] = frozenset()
+    LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.quote = engine.dialect.identifier_preparer.quote
+
+    # --- connections -------------------------------------------------------------------------
+    @staticmethod
+    def engine_options() -> dict[str, Any]:
+        return {"pool_pre_ping": True}
+
+    def prepare_refresh_session(self, conn: Connection, tmp_table_size: int) -> None:
+        """Session settings for a refresh connection (none by default)."""
+
+    # --- errors -------------------------------------------------------------------------------
+    def error_code(self, exc: BaseException) -> object:
+        return None
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Can this error succeed on a second try (deadlock, lock wait, lost connection)?"""
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        return self.error_code(exc) in self.TRANSIENT_CODES
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return self.error_code(exc) in self.LOCK_TIMEOUT_CODES
+
+    # --- the swap -----------------------------------------------------------------------------
+    def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
+        """Statements that put each ``(live, shadow)`` pair's shadow in place, in one transaction.
+
+        Returns phases; each phase runs in one transaction and is retried alone on a lock timeout.
+        """
+        statements = [*self.lock_timeout_statements(lock_timeout)]
+        for live, shadow in pairs:
+            statements += [f"ALTER TABLE {self.quote(live.name)} RENAME TO {self.quote(live.name + OLD_SUFFIX)}",
+                           f"ALTER TABLE {self.quote(shadow.name)} RENAME TO {self.quote(live.name)}",
+                           f"DROP TABLE {self.quote(live.name + OLD_SUFFIX)}"]
+            statements += self.rename_indexes(live, shadow)
+        return [statements]
+
+    def lock_timeout_statements(self, seconds: int) -> list[str]:
+        return []
+
+    def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
+        """After a rename the shadow's indexes still carry shadow names; give them the live ones."""
+        return [f"ALTER INDEX {self.quote(new)} RENAME TO {self.quote(old)}"
+                for old, new in zip(index_names(live), index_names(shadow), strict=True)]
+
+    def drop_table_if_exists(self, name: str) -> str:
+        return f"DROP TABLE IF EXISTS {self.quote(name)}"
+
+    def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
+        """The statement adding an index to a busy source table, and whether it needs autocommit."""
+        return str(ddl.compile(dialect=self.engine.dialect)), False
+
+    # --- the run lock ---------------------------------------------------------------------------
+    def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        raise NotImplementedError
+
+    def holds_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        raise NotImplementedError
+
+    def release_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        raise NotImplementedError
+
+    def connection_id_sql(self) -> str:
+        raise NotImplementedError
+
+    # --- plans --------------------------------------------------------------------------------
+    def render(self, statement: ClauseElement) -> str:
+        """The statement as this database's SQL text, its parameters written in as literals."""
+        return str(statement.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+    def explain(self, conn: Connection, statement: ClauseElement) -> list[str]:
+        rows = conn.exec_driver_sql(f"EXPLAIN {self.render(statement)}").fetchall()
+        return [" | ".join(str(v) for v in row) for row in rows]
+
+    @staticmethod
+    def plan_uses_temporary(plan: Sequence[str]) -> bool:
+        return False
+
+    def now_sql(self) -> str:
+        """The database clock, as the raw table's updated_at column sees it."""
+        return "SELECT CURRENT_TIMESTAMP"
+
+
+class MySQLDialect(Dialect):
+    name = "mysql"
+    TRANSACTIONAL_DDL = False       # DDL commits implicitly; RENAME TABLE of many tables is atomic instead
+    INDEX_NAMES_PER_TABLE = True
+    # deadlock, lock wait timeout, server gone away, lost connection, can't connect,
+    # connection killed (MariaDB), server shutdown in progress, query interrupted
+    TRANSIENT_CODES = frozenset({1213, 1205, 2006, 2013, 2003, 1927, 1053, 1317})
+    LOCK_TIMEOUT_CODES = frozenset({1205})
+
+    @staticmethod
+    def engine_options() -> dict[str, Any]:
+        # READ COMMITTED: the refresh's INSERT ... SELECT takes no shared locks on raw rows.
+        return {"pool_pre_ping": True, "isolation_level": "READ COMMITTED", "pool_recycle": 3600}
+
+    def prepare_refresh_session(self, conn: Connection, tmp_table_size: int) -> None:
+        if tmp_table_size:
+            conn.execute(text(f"SET SESSION tmp_table_size = {int(tmp_table_size)}, "
+                              f"max_heap_table_size = {int(tmp_table_size)}"))
+
+    def error_code(self, exc: BaseException) -> object:
+        orig = getattr(exc, "orig", exc)
+        args = getattr(orig, "args", ())
+        return args[0] if args and isinstance(args[0], int) else None
+
+    def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
+        # One multi-table RENAME TABLE is atomic: readers see the old set or the new set.
+        renames = ", ".join(
+            f"{self.quote(live.name)} TO {self.quote(live.name + OLD_SUFFIX)}, "
+            f"{self.quote(shadow.name)} TO {self.quote(live.name)}" for live, shadow in pairs)
+        drops = ", ".join(self.quote(live.name + OLD_SUFFIX) for live, _ in pairs)
+        return [[*self.lock_timeout_statements(lock_timeout), f"RENAME TABLE {renames}"],
+                [f"DROP TABLE IF EXISTS {drops}"]]
+
+    def lock_timeout_statements(self, seconds: int) -> list[str]:
+        # metadata-lock wait of the RENAME: give up soon so new queries do not queue behind it
+        return [f"SET SESSION lock_wait_timeout = {int(seconds)}"]
+
+    def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
+        index = ddl.element
+        columns = ", ".join(self.quote(c.name) for c in index.columns)
+        return (f"ALTER TABLE {self.quote(index.table.name)} ADD INDEX {self.quote(index.name)} ({columns}), "
+                "ALGORITHM=INPLACE, LOCK=NONE", False)
+
+    def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        return "SELECT GET_LOCK(:name, 0)", {"name": name}
+
+    def holds_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        return "SELECT IS_USED_LOCK(:name) = CONNECTION_ID()", {"name": name}
+
+    def release_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        return "SELECT RELEASE_LOCK(:name)", {"name": name}
+
+    def connection_id_sql(self) -> str:
+        return "SELECT CONNECTION_ID()"
+
+    @staticmethod
+    def plan_uses_temporary(plan: Sequence[str]) -> bool:
+        return any("Using temporary" in line or "Using filesort" in line for line in plan)
+
+    def now_sql(self) -> str:
+        return "SELECT CURRENT_TIMESTAMP(6)"  # the clock an updated_at column's default uses
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    # serialization failure, deadlock, lock not available, admin shutdown, crash shutdown,
+    # cannot connect now, connection exceptions
+    TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03",
+                                 "08000", "08003", "08006", "08001", "08004"})
+    LOCK_TIMEOUT_CODES = frozenset({"55P03"})
+
+    def error_code(self, exc: BaseException) -> object:
+        orig = getattr(exc, "orig", exc)
+        code = getattr(orig, "sqlstate", None)
+        if code is None and isinstance(exc, OperationalError):
+            return "08000"  # psycopg reports a dropped connection without a SQLSTATE
+        return code
+
+    def lock_timeout_statements(self, seconds: int) -> list[str]:
+        return [f"SET LOCAL lock_timeout = '{int(seconds)}s'"]
+
+    def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
+        # CONCURRENTLY does not block writers, and cannot run inside a transaction
+        sql = str(ddl.compile(dialect=self.engine.dialect))
+        return sql.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1), True
+
+    def _key(self, name: str) -> int:
+        # non-negative, so that pg_locks' (classid << 32 | objid) reads back the same number
+        return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF
+
+    def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        return "SELECT pg_try_advisory_lock(:key)", {"key": self._key(name)}
+
+    def holds_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        key = self._key(name)
+        return ("SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                "AND granted AND ((classid::bigint << 32) | objid::bigint) = :key", {"key": key})
+
+    def release_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
+        return "SELECT pg_advisory_unlock(:key)", {"key": self._key(name)}
+
+    def connection_id_sql(self) -> str:
+        return "SELECT pg_backend_pid()"
+
+    @staticmethod
+    def plan_uses_temporary(plan: Sequence[str]) -> bool:
+        return any("Sort Method: external" in line or "Disk:" in line for line in plan)
+
+    def now_sql(self) -> str:
+        return "SELECT LOCALTIMESTAMP"  # the clock a timestamp column's default now() uses
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    EXACT_DECIMAL = False           # no DECIMAL type: values are REAL
+    TRANSIENT_CODES = frozenset({"database is locked"})
+
+    @staticmethod
+    def engine_options() -> dict[str, Any]:
+        return {"connect_args": {"timeout": 30}}
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        _sqlite_transactional_ddl(engine)
+
+    def error_code(self, exc: BaseException) -> object:
+        message = str(getattr(exc, "orig", exc))
+        return "database is locked" if "database is locked" in message else None
+
+    def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
+        # SQLite cannot rename an index: drop the shadow-named one and build it under the live name
+        statements = []
+        for index in sorted(live.indexes, key=lambda i: str(i.name)):
+            columns = ", ".join(self.quote(c.name) for c in index.columns)
+            statements.append(f"CREATE INDEX {self.quote(str(index.name))} ON {self.quote(live.name)} ({columns})")
+        drops = [f"DROP INDEX {self.quote(str(i.name))}" for i in sorted(shadow.indexes, key=lambda i: str(i.name))]
+        return drops + statements
+
+    def explain(self, conn: Connection, statement: ClauseElement) -> list[str]:
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {self.render(statement)}").fetchall()
+        return [str(row[-1]) for row in rows]
+
+    @staticmethod
+    def plan_uses_temporary(plan: Sequence[str]) -> bool:
+        return any("USE TEMP B-TREE" in line for line in plan)
+
+    def now_sql(self) -> str:
+        return "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def _sqlite_transactional_ddl(engine: Engine) -> None:
+    """pysqlite opens transactions itself and not before DDL; let SQLAlchemy emit BEGIN instead."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA legacy_alter_table = ON")  # renames must not rewrite views
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+DIALECTS: dict[str, type[Dialect]] = {"mysql": MySQLDialect, "mariadb": MySQLDialect,
+                                      "postgresql": PostgresDialect, "sqlite": SQLiteDialect}
+
+
+def index_names(table: Table) -> list[str]:
+    """Names of the table's named indexes and primary key, in a stable order."""
+    names = sorted(str(i.name) for i in table.indexes)
+    return [str(table.primary_key.name), *names]
+
+
+def dialect_class(url: URL) -> type[Dialect]:
+    backend = url.get_backend_name()
+    try:
+        return DIALECTS[backend]
+    except KeyError:
+        raise ValueError(f"unsupported database {backend!r}; use mysql, mariadb, postgresql or sqlite") from None
+
+
+def connect(url: URL, **options: Any) -> Dialect:
+    """An engine for ``url`` wrapped in the dialect that knows its quirks."""
+    cls = dialect_class(url)
+    engine = create_engine(url, **{**cls.engine_options(), **options})
+    return cls(engine)
+
+
+def sqlite_path(url: URL) -> str | None:
+    """The file of a SQLite URL, or None for an in-memory database."""
+    database = url.database or ""
+    if not database or database == ":memory:" or re.match(r"^file:.*mode=memory", database):
+        return None
+    return database

@@ -1,0 +1,76 @@
+"""The errors summarizer raises, under one root.
+
+::
+
+    SummarizerError                 exit 1: something failed; the message says what to do next
+    ├── ConfigError                 exit 2: the configuration is wrong (file, section, key named)
+    ├── UsageError                  exit 2: a command-line argument is wrong
+    ├── LockHeld                    exit 75: another run holds the refresh lock
+    ├── SchemaError                 exit 1: a table is missing or has the wrong shape
+    ├── SourceError                 exit 1: a source table or column the rollup reads is missing
+    ├── DatabaseUnavailable         exit 1: the database cannot be reached
+    ├── RefreshFailed               exit 1: a refresh step failed; live tables are untouched
+    └── VerifyMismatch              exit 1: summaries and raw data disagree
+
+The CLI turns each into ``Error: <message>`` and its exit code in one place (``cli.py``).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 75
+
+
+class SummarizerError(Exception):
+    """Root of every error summarizer raises on purpose."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(SummarizerError):
+    """The configuration file or environment holds a value that cannot be used."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, source: str = "", section: str = "", key: str = "") -> None:
+        where = ", ".join(part for part in (
+            source,
+            f"section [{section}]" if section else "",
+            f"key '{key}'" if key else "",
+        ) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source, self.section, self.key = source, section, key
+
+
+class UsageError(SummarizerError):
+    """A command-line argument cannot be used."""
+
+    exit_code = EXIT_USAGE
+
+
+class LockHeld(SummarizerError):
+    """Another run holds the refresh lock."""
+
+    exit_code = EXIT_LOCKED
+
+
+class SchemaError(SummarizerError):
+    """A summary or bookkeeping table is missing or has the wrong shape."""
+
+
+class SourceError(SummarizerError):
+    """A source table or column the rollup reads does not exist."""
+
+
+class DatabaseUnavailable(SummarizerError):
+    """The database cannot be reached."""
+
+
+class RefreshFailed(SummarizerError):
+    """A refresh step failed; the live summary tables were left as they were."""
+
+
+class VerifyMismatch(SummarizerError):
+    """The summary tiers do not add up to the raw data."""

@@ -1,0 +1,152 @@
+"""The run lock: one refresh at a time, whoever starts it.
+
+MySQL/MariaDB and PostgreSQL hold a named lock (``GET_LOCK``, an advisory lock) on one connection
+kept out of the pool for the whole run: a pool's reset does not release such locks, and a lost
+connection loses the lock. Before every step the refresh calls :meth:`RunLock.check`, which takes
+the lock again on a new connection if its connection died, or stops the run if someone else has it.
+SQLite uses a file lock beside the database file; the kernel drops it when the process dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from filelock import FileLock, Timeout
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from .dialects import Dialect, sqlite_path
+from .errors import RefreshFailed
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+
+
+class RunLock(Protocol):
+    def acquire(self, wait: float) -> bool: ...
+    def check(self, still_ours: Callable[[], bool]) -> None: ...
+    def release(self) -> None: ...
+
+
+def make_lock(dialect: Dialect, name: str) -> RunLock:
+    if dialect.name == "sqlite":
+        path = sqlite_path(dialect.engine.url)
+        return FileRunLock(f"{path}.summarizer-lock") if path else ThreadRunLock(name)
+    return DatabaseRunLock(dialect, name)
+
+
+def _poll(attempt: Callable[[], bool], wait: float) -> bool:
+    deadline = time.monotonic() + max(wait, 0.0)
+    while True:
+        if attempt():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+
+
+class DatabaseRunLock:
+    """A named lock held by one dedicated connection."""
+
+    def __init__(self, dialect: Dialect, name: str) -> None:
+        self.dialect, self.name = dialect, name
+        self.conn: Connection | None = None
+
+    def acquire(self, wait: float) -> bool:
+        return _poll(self._try, wait)
+
+    def _try(self) -> bool:
+        conn = self.conn or self.dialect.engine.connect()
+        sql, params = self.dialect.try_lock_sql(self.name)
+        got = bool(conn.execute(text(sql), params).scalar())
+        conn.commit()  # end the implicit transaction; the lock belongs to the session
+        if got:
+            self.conn = conn
+        elif self.conn is None:
+            conn.close()
+        return got
+
+    def check(self, still_ours: Callable[[], bool]) -> None:
+        """Raise RefreshFailed unless this run still holds the lock (taking it again if it can)."""
+        if self.conn is not None and self._holds():
+            return
+        log.warning("the run lock's connection was lost; taking the lock again")
+        self._discard()
+        if not (self._try() and still_ours()):
+            raise RefreshFailed("lost the run lock (its connection dropped) and another run took over; "
+                                "stopping without touching the live tables")
+
+    def _holds(self) -> bool:
+        assert self.conn is not None
+        sql, params = self.dialect.holds_lock_sql(self.name)
+        try:
+            held = bool(self.conn.execute(text(sql), params).scalar())
+            self.conn.commit()
+            return held
+        except DBAPIError:
+            return False
+
+    def _discard(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.invalidate()
+                self.conn.close()
+            except DBAPIError:
+                pass
+            self.conn = None
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        sql, params = self.dialect.release_lock_sql(self.name)
+        try:
+            self.conn.execute(text(sql), params)
+            self.conn.commit()
+            self.conn.close()
+        except DBAPIError:
+            self._discard()  # the server releases the lock with the session
+        self.conn = None
+
+
+class FileRunLock:
+    """An exclusive lock on a file beside the SQLite database."""
+
+    def __init__(self, path: str) -> None:
+        self.lock = FileLock(path)
+
+    def acquire(self, wait: float) -> bool:
+        try:
+            self.lock.acquire(timeout=max(wait, 0.0), poll_interval=POLL_SECONDS)
+            return True
+        except Timeout:
+            return False
+
+    def check(self, still_ours: Callable[[], bool]) -> None:
+        if not self.lock.is_locked:
+            raise RefreshFailed("lost the run lock file; stopping without touching the live tables")
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+
+
+class ThreadRunLock:
+    """For an in-memory SQLite database, which only this process can see."""
+
+    def __init__(self, name: str) -> None:
+        self.lock = _THREAD_LOCKS.setdefault(name, threading.Lock())
+
+    def acquire(self, wait: float) -> bool:
+        return self.lock.acquire(timeout=max(wait, 0.0)) if wait > 0 else self.lock.acquire(blocking=False)
+
+    def check(self, still_ours: Callable[[], bool]) -> None:
+        return None
+
+    def release(self) -> None:
+        self.lock.release()

@@ -1,0 +1,213 @@
+"""The rollup described as data: the source tables it reads and the tables it writes.
+
+Source tables are described with lightweight ``table()``/``column()`` constructs (summarizer does not
+own them and never creates them). Summary and bookkeeping tables are full ``Table`` objects, so the
+same definition gives the DDL, the shadow tables of a full refresh, and the shape check of ``init``.
+
+Summary tiers (column names are fixed; table names come from the config):
+
+* tier 1, ``asin``: one row per (month, asin, marketplace, metric), with brand_id and category_id;
+* tier 2, ``brand``: one row per (month, brand_id, marketplace, metric), plus the ``ALL`` rows;
+* tier 3, ``category``: one row per (month, category_id, metric).
+
+Primary keys start with ``month``: the refresh writes and replaces whole months, and rows arrive in
+key order, so InnoDB appends to its clustered index instead of splitting pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger, Column, Date, DateTime, Index, Integer, MetaData, Numeric, PrimaryKeyConstraint,
+    String, Table, Text, column, table,
+)
+from sqlalchemy.sql.expression import ColumnClause, TableClause
+from sqlalchemy.types import REAL, TypeEngine
+
+from .config import Config
+
+TIERS = ("asin", "brand", "category")
+SHADOW_SUFFIX = "__new"
+OLD_SUFFIX = "__old"
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The raw table and its dimension tables, by role."""
+
+    financials: TableClause
+    asin: ColumnClause[str]
+    marketplace: ColumnClause[str]
+    month: ColumnClause[object]
+    metric: ColumnClause[str]
+    value: ColumnClause[object]
+    updated_at: ColumnClause[object] | None
+    products: TableClause
+    product_asin: ColumnClause[str]
+    product_brand: ColumnClause[int]
+    brands: TableClause
+    brand_id: ColumnClause[int]
+    brand_category: ColumnClause[int]
+    brand_name: ColumnClause[str]
+    categories: TableClause
+    category_id: ColumnClause[int]
+    category_name: ColumnClause[str]
+
+    def required_columns(self) -> dict[str, list[str]]:
+        """Table name -> the columns the rollup reads from it."""
+        fin = [c.name for c in (self.asin, self.marketplace, self.month, self.metric, self.value)]
+        if self.updated_at is not None:
+            fin.append(self.updated_at.name)
+        return {
+            self.financials.name: fin,
+            self.products.name: [self.product_asin.name, self.product_brand.name],
+            self.brands.name: [self.brand_id.name, self.brand_category.name],
+        }
+
+
+def source_from_config(config: Config) -> Source:
+    s = config.source
+    value_type = Numeric(65, 30)
+    fin_cols = {
+        "asin": column(s.asin_column, String), "marketplace": column(s.marketplace_column, String),
+        "month": column(s.month_column, Date), "metric": column(s.metric_column, String),
+        "value": column(s.value_column, value_type),
+    }
+    updated_at = column(s.updated_at_column, DateTime) if s.updated_at_column else None
+    financials = table(s.financials_table, *fin_cols.values(), *([updated_at] if updated_at is not None else []))
+    product_asin, product_brand = column(s.product_asin_column, String), column(s.product_brand_column, BigInteger)
+    brand_id, brand_category = column(s.brand_id_column, BigInteger), column(s.brand_category_column, BigInteger)
+    brand_name = column(s.brand_name_column, String)
+    category_id, category_name = column(s.category_id_column, BigInteger), column(s.category_name_column, String)
+    return Source(
+        financials=financials, updated_at=updated_at, **fin_cols,  # type: ignore[arg-type]
+        products=table(s.products_table, product_asin, product_brand),
+        product_asin=product_asin, product_brand=product_brand,
+        brands=table(s.brands_table, brand_id, brand_category, brand_name),
+        brand_id=brand_id, brand_category=brand_category, brand_name=brand_name,
+        categories=table(s.categories_table, category_id, category_name),
+        category_id=category_id, category_name=category_name,
+    )
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """The three summary tables of one generation (live, or a refresh's shadow set)."""
+
+    asin: Table
+    brand: Table
+    category: Table
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter((self.asin, self.brand, self.category))
+
+    def by_name(self) -> dict[str, Table]:
+        return dict(zip(TIERS, self, strict=True))
+
+
+class Schema:
+    """Builds the summary and bookkeeping ``Table`` objects for one config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.names = {tier: config.get("summary", f"{tier}_table") for tier in TIERS}
+        self.all_marketplace: str = config.summary.all_marketplace
+        self.unassigned: int = config.summary.unassigned_id
+
+    def value_type(self) -> TypeEngine[object]:
+        precision, scale = self.config.summary.value_precision, self.config.summary.value_scale
+        return Numeric(precision, scale).with_variant(REAL(), "sqlite")  # type: ignore[return-value]
+
+    def tiers(self, suffix: str = "") -> Tiers:
+        """The three tier tables; ``suffix`` names a shadow generation (``__new``)."""
+        metadata = MetaData()
+        return Tiers(*(getattr(self, f"_{tier}_table")(metadata, self.names[tier] + suffix) for tier in TIERS))
+
+    def live(self) -> Tiers:
+        return self.tiers()
+
+    def runs(self) -> Table:
+        return runs_table(MetaData(), self.config.summary.runs_table)
+
+    def _key(self, name: str) -> Column[str]:
+        length = self.config.get("summary", f"{name}_length")
+        return Column(name, String(length), nullable=False)
+
+    def _measures(self) -> list[Column[object]]:
+        return [Column("value", self.value_type(), nullable=False),
+                Column("row_count", BigInteger, nullable=False),
+                Column("refreshed_at", DateTime, nullable=False)]
+
+    def _asin_table(self, metadata: MetaData, name: str) -> Table:
+        return Table(
+            name, metadata,
+            Column("month", Date, nullable=False), self._key("asin"), self._key("marketplace"),
+            self._key("metric"), Column("brand_id", BigInteger, nullable=False),
+            Column("category_id", BigInteger, nullable=False), *self._measures(),
+            PrimaryKeyConstraint("month", "asin", "marketplace", "metric", name=f"pk_{name}"),
+            Index(f"ix_{name}_brand", "brand_id", "month"),
+        )
+
+    def _brand_table(self, metadata: MetaData, name: str) -> Table:
+        return Table(
+            name, metadata,
+            Column("month", Date, nullable=False), Column("brand_id", BigInteger, nullable=False),
+            self._key("marketplace"), self._key("metric"),
+            Column("category_id", BigInteger, nullable=False), *self._measures(),
+            PrimaryKeyConstraint("month", "brand_id", "marketplace", "metric", name=f"pk_{name}"),
+            Index(f"ix_{name}_market", "marketplace", "month", "metric"),
+            Index(f"ix_{name}_category", "category_id", "month"),
+        )
+
+    def _category_table(self, metadata: MetaData, name: str) -> Table:
+        return Table(
+            name, metadata,
+            Column("month", Date, nullable=False), Column("category_id", BigInteger, nullable=False),
+            self._key("metric"), *self._measures(),
+            PrimaryKeyConstraint("month", "category_id", "metric", name=f"pk_{name}"),
+            Index(f"ix_{name}_category", "category_id", "month"),
+        )
+
+
+def runs_table(metadata: MetaData, name: str) -> Table:
+    """The run history: one row per refresh, written as it goes."""
+    return Table(
+        name, metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("mode", String(16), nullable=False),
+        Column("months", Text, nullable=True),
+        Column("status", String(16), nullable=False),
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime, nullable=True),
+        Column("data_as_of", DateTime, nullable=True),
+        Column("rows_asin", BigInteger, nullable=True),
+        Column("rows_brand", BigInteger, nullable=True),
+        Column("rows_category", BigInteger, nullable=True),
+        Column("plan", Text, nullable=True),
+        Column("steps", Text, nullable=True),
+        Column("error", Text, nullable=True),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("version", String(32), nullable=False),
+        Index(f"ix_{name}_status", "status", "started_at"),
+    )
+
+
+def covering_index_columns(source: Source) -> list[str]:
+    """The raw-table index the refresh reads through: month first, then the group keys, then value."""
+    return [c.name for c in (source.month, source.asin, source.marketplace, source.metric, source.value)]
+
+
+def covering_index_name(source: Source) -> str:
+    return f"ix_{source.financials.name}_summarizer"[:63]
+
+
+def changed_index_columns(source: Source) -> list[str]:
+    assert source.updated_at is not None
+    return [source.updated_at.name, source.month.name]
+
+
+def changed_index_name(source: Source) -> str:
+    return f"ix_{source.financials.name}_summarizer_changed"[:63]

@@ -1,0 +1,80 @@
+"""Text renderings of runs, status and verify reports for the terminal, and the progress bar."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .app import Status
+from .runs import Run
+from .verify import VerifyReport
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def run_line(run: Run) -> str:
+    rows = "/".join("-" if n is None else str(n) for n in run.rows.values())
+    months = f" [{run.months}]" if run.months else ""
+    error = f"  error: {run.error}" if run.error else ""
+    return (f"#{run.id:<5} {run.status:<11} {run.mode:<8} {run.started_at:%Y-%m-%d %H:%M:%S}  "
+            f"{duration(run.duration()):>7}  rows {rows}{months}  {run.host}:{run.pid}{error}")
+
+
+def run_summary(run: Run) -> str:
+    steps = ", ".join(f"{name} {duration(sec)}" for name, sec in run.steps.items())
+    rows = ", ".join(f"{tier} {n}" for tier, n in run.rows.items())
+    return f"run {run.id} {run.status} in {duration(run.duration())}: {rows}\nsteps: {steps}" + (
+        f"\nplan: {run.plan}" if run.plan else "")
+
+
+def status_text(status: Status) -> str:
+    last = status.last_success
+    lines = [f"last success: run {last.id} finished {last.finished_at:%Y-%m-%d %H:%M:%S} UTC, "
+             f"{duration(status.age_seconds)} ago" if last and last.finished_at else "last success: never"]
+    lines.append("rows: " + ", ".join(f"{tier} {n}" for tier, n in status.rows.items()))
+    if status.months:
+        lines.append(f"months: {len(status.months)} ({status.months[0]} .. {status.months[-1]})")
+    shares = {k: v for k, v in status.unassigned.items() if v is not None}
+    if shares:
+        lines.append("unassigned: " + ", ".join(f"{k.replace('_', ' ')} {v:.2%}" for k, v in shares.items()))
+    lines.append("recent runs:")
+    lines += [f"  {run_line(r)}" for r in status.runs] or ["  none"]
+    return "\n".join(lines)
+
+
+def verify_text(report: VerifyReport) -> str:
+    head = (f"verified {report.months} months x {report.metrics} metrics, {report.raw_rows} raw rows, "
+            f"total {report.raw_total}" + ("" if report.exact else " (REAL values: compared to 1e-9)"))
+    if report.ok:
+        return f"{head}: every tier matches the raw data"
+    return "\n".join([f"{head}: {len(report.mismatches)} mismatch(es)", *(f"  {m}" for m in report.mismatches)])
+
+
+class BarProgress:
+    """A progress bar on a terminal (click), one per phase."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def begin(self, label: str, total: int) -> None:
+        self.bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                                     item_show_func=lambda item: item)
+        self.bar.__enter__()
+
+    def advance(self, detail: str) -> None:
+        self.bar.update(1, detail)
+
+    def end(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

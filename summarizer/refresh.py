@@ -1,0 +1,344 @@
+"""Runs a refresh: lock, plan, month chunks, retries, swap, run record.
+
+A full refresh builds the three tiers into shadow tables (``<name>__new``) and swaps them in at
+once; until the swap the live tables are not touched. An incremental refresh replaces whole months
+of the live tiers, each month in one transaction. Every step is a transaction that deletes what it
+is about to insert, so a step retried after a transient error starts from a clean slate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Executable, func, inspect, select, text
+from sqlalchemy.schema import CreateIndex, CreateTable
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from .config import Config
+from .ddl import check_source, ddl, require_tables, sorted_indexes
+from .dialects import Dialect
+from .errors import LockHeld, RefreshFailed, SummarizerError
+from .lock import make_lock
+from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers, covering_index_columns
+from .rollup import Rollup
+from .runs import FAILED, INTERRUPTED, SUCCEEDED, Run, RunLog
+
+log = logging.getLogger(__name__)
+
+FULL, MONTHS, SINCE, CHANGED = "full", "months", "since", "changed"
+
+
+class Progress(Protocol):
+    def begin(self, label: str, total: int) -> None: ...
+    def advance(self, detail: str) -> None: ...
+    def end(self) -> None: ...
+
+
+class LogProgress:
+    """Plain log lines, for cron and for anything that is not a terminal."""
+
+    def __init__(self) -> None:
+        self.label, self.total, self.done = "", 0, 0
+
+    def begin(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, total, 0
+        log.info("%s: %d steps", label, total)
+
+    def advance(self, detail: str) -> None:
+        self.done += 1
+        log.info("%s: %s done (%d/%d)", self.label, detail, self.done, self.total)
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Request:
+    mode: str = FULL
+    months: tuple[dt.date, ...] = ()
+    since: dt.datetime | None = None
+    jobs: int = 1
+    wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How tier 1 reads the raw table, and why."""
+
+    chunked: bool
+    reason: str
+
+    def describe(self) -> str:
+        return ("month chunks through the covering index" if self.chunked else "one pass over the raw table") \
+            + f": {self.reason}"
+
+
+def choose_plan(dialect: Dialect, source: Source) -> Plan:
+    """Month chunks only where an index serves them in group-by order; otherwise one scan."""
+    wanted = covering_index_columns(source)
+    keys, value = wanted[:-1], wanted[-1]
+    indexes = inspect(dialect.engine).get_indexes(source.financials.name)
+    for index in indexes:
+        columns = index["column_names"]
+        if columns[:len(keys)] == keys and value in columns:
+            return Plan(True, f"index {index['name']} ({', '.join(columns)}) covers the GROUP BY in its order")
+    leading = [i["name"] for i in indexes if i["column_names"][:1] == keys[:1]]
+    why = (f"index {', '.join(str(n) for n in leading)} leads with {keys[0]} but does not cover the group keys and "
+           "value, so month chunks would look up every raw row" if leading
+           else f"no index leads with {keys[0]}, so month chunks would each scan the whole table")
+    return Plan(False, f"{why}; the GROUP BY sorts through a temporary table instead, which can take hours at "
+                       f"tens of millions of rows. Add the index with `summarizer init --source-indexes` "
+                       f"({', '.join(wanted)})")
+
+
+class Refresher:
+    """One refresh, of any mode, from lock to run record."""
+
+    def __init__(self, dialect: Dialect, config: Config, schema: Schema, source: Source,
+                 runs: RunLog, progress: Progress | None = None) -> None:
+        self.dialect, self.config, self.schema, self.source = dialect, config, schema, source
+        self.rollup = Rollup(source, schema)
+        self.runs = runs
+        self.progress = progress or LogProgress()
+        self.engine = dialect.engine
+        self.steps: dict[str, float] = {}
+
+    # --- the run ----------------------------------------------------------------------------------
+    def run(self, request: Request) -> Run:
+        self._preflight(request)
+        lock = make_lock(self.dialect, self.config.refresh.lock_name)
+        if not lock.acquire(request.wait):
+            holder = self.runs.holder()
+            raise LockHeld("another refresh holds the lock: "
+                           + (holder.describe() if holder else "a run that has not recorded itself yet")
+                           + ("" if request.wait else "; use --wait SECONDS to wait for it"))
+        try:
+            for run_id in self.runs.mark_interrupted():
+                log.warning("run %d was left running by a process that died; marked interrupted", run_id)
+            return self._run_locked(request, lock)
+        finally:
+            lock.release()
+
+    def _preflight(self, request: Request) -> None:
+        check_source(self.dialect, self.source)
+        require_tables(self.dialect, self.schema)
+        if request.mode == CHANGED and self.source.updated_at is None:
+            raise SummarizerError("--changed needs to know when raw rows changed: set updated_at_column "
+                                  "in [source] of the config (or use --months / --since)")
+
+    def _run_locked(self, request: Request, lock: Any) -> Run:
+        data_as_of = self._database_now()
+        months = self._months_for(request)
+        label = ",".join(f"{m:%Y-%m}" for m in months) if request.mode != FULL else None
+        run = self.runs.start(request.mode, label, data_as_of)
+        self.steps = run.steps
+        check = lambda: lock.check(lambda: self.runs.is_running(run))  # noqa: E731
+        try:
+            if request.mode == FULL:
+                self._full(run, check)
+            else:
+                self._incremental(run, months, request.jobs, check)
+        except KeyboardInterrupt:
+            self.runs.finish(run, INTERRUPTED, "stopped by a signal before it finished")
+            raise
+        except Exception as exc:
+            message = _describe(exc)
+            self._record_failure(run, message)
+            if isinstance(exc, SummarizerError):
+                raise
+            raise RefreshFailed(f"refresh failed: {message}") from exc
+        self.runs.finish(run, SUCCEEDED)
+        return run
+
+    def _record_failure(self, run: Run, message: str) -> None:
+        try:
+            self.runs.finish(run, FAILED, message)
+        except Exception as exc:  # the database may be the thing that failed
+            log.error("could not record the failure of run %d: %s", run.id, _describe(exc))
+
+    def _database_now(self) -> dt.datetime:
+        with self.engine.connect() as conn:
+            value = conn.execute(text(self.dialect.now_sql())).scalar()
+        return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+
+    def _months_for(self, request: Request) -> tuple[dt.date, ...]:
+        if request.mode == MONTHS:
+            return request.months
+        if request.mode in (SINCE, CHANGED):
+            since = request.since
+            if request.mode == CHANGED:
+                last = self.runs.last_success(modes=(FULL, CHANGED))
+                if last is None or last.data_as_of is None:
+                    raise SummarizerError("--changed needs an earlier successful full or --changed refresh "
+                                          "to start from: run `summarizer refresh` once first")
+                since = last.data_as_of
+                log.info("changed since %s (the start of run %d)", since, last.id)
+            with self.engine.connect() as conn:
+                return tuple(_as_date(m) for m in conn.execute(self.rollup.changed_months(), {"since": since}).scalars())
+        return ()
+
+    # --- steps ------------------------------------------------------------------------------------
+    def _retrying(self, what: str) -> Retrying:
+        cfg = self.config.refresh
+
+        def before_sleep(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            log.warning("%s: transient error, retry %d of %d in %.1fs: %s", what, state.attempt_number,
+                        cfg.retry_attempts - 1, state.next_action.sleep, _describe(state.outcome.exception()))
+
+        # Only errors that can succeed on a second try; a step deletes what it inserts, so it is safe to repeat.
+        return Retrying(retry=retry_if_exception(self.dialect.is_transient),
+                        stop=stop_after_attempt(cfg.retry_attempts),
+                        wait=wait_random_exponential(multiplier=cfg.retry_initial_wait, max=cfg.retry_max_wait),
+                        before_sleep=before_sleep, reraise=True)
+
+    def execute(self, what: str, statements: Sequence[Executable | str], params: dict[str, Any] | None = None) -> None:
+        """Run ``statements`` in one transaction, retried as a whole on transient errors."""
+        for attempt in self._retrying(what):
+            with attempt, self.engine.begin() as conn:
+                self.dialect.prepare_refresh_session(conn, self.config.refresh.tmp_table_size)
+                for statement in statements:
+                    conn.execute(text(statement) if isinstance(statement, str) else statement, params or {})
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - start
+
+    # --- full refresh -------------------------------------------------------------------------------
+    def _full(self, run: Run, check: Callable[[], None]) -> None:
+        live, shadow = self.schema.live(), self.schema.tiers(SHADOW_SUFFIX)
+        plan = choose_plan(self.dialect, self.source)
+        run.plan = plan.describe()
+        (log.info if plan.chunked else log.warning)("plan: %s", run.plan)
+        stamp = run.started_at
+        with self.timed("prepare"):
+            self._create_shadows(live, shadow)
+        with self.timed("months"):
+            months = self._full_months(shadow, plan, stamp)
+        self._full_chunks(shadow, months, stamp, plan.chunked, check)
+        with self.timed("indexes"):
+            self.execute("indexes", [ddl(CreateIndex(i), self.engine.dialect)
+                                     for t in shadow for i in sorted_indexes(t)])
+        run.rows = self._count(shadow)
+        check()
+        with self.timed("swap"):
+            self._swap(list(zip(live, shadow, strict=True)))
+        log.info("swapped in: %s", ", ".join(f"{t} {n} rows" for t, n in run.rows.items()))
+
+    def _create_shadows(self, live: Tiers, shadow: Tiers) -> None:
+        leftovers = [t.name + suffix for t in live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
+        creates = [ddl(CreateTable(t), self.engine.dialect) for t in shadow]  # secondary indexes come after the load
+        self.execute("prepare", [self.dialect.drop_table_if_exists(name) for name in leftovers] + creates)
+
+    def _full_months(self, shadow: Tiers, plan: Plan, stamp: dt.datetime) -> list[dt.date]:
+        if not plan.chunked:
+            with self.timed("tier1"):
+                self.execute("tier1 (one pass)", [self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
+            query = self.rollup.table_months(shadow.asin)
+        else:
+            query = self.rollup.source_months()
+        with self.engine.connect() as conn:
+            return [_as_date(m) for m in conn.execute(query).scalars()]
+
+    def _full_chunks(self, shadow: Tiers, months: list[dt.date], stamp: dt.datetime, chunked: bool,
+                     check: Callable[[], None]) -> None:
+        t1, t2, t3 = shadow
+        steps = [("tier1", [self.rollup.delete_month(t1), self.rollup.tier1_insert(t1, stamp, by_month=True)])] \
+            if chunked else []
+        steps += [("tier2", [self.rollup.delete_month(t2), *self.rollup.tier2_inserts(t2, t1, stamp)]),
+                  ("tier3", [self.rollup.delete_month(t3), self.rollup.tier3_insert(t3, t2, stamp)])]
+        self.progress.begin("full refresh", len(months))
+        try:
+            for month in months:
+                check()
+                for name, statements in steps:
+                    with self.timed(name):
+                        self.execute(f"{name} {month:%Y-%m}", statements, {"month": month})
+                self.progress.advance(f"{month:%Y-%m}")
+        finally:
+            self.progress.end()
+
+    def _count(self, tiers: Tiers) -> dict[str, int | None]:
+        with self.engine.connect() as conn:
+            return {name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for name, t in tiers.by_name().items()}
+
+    def _swap(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Each phase in one transaction; a metadata-lock timeout gives way to readers, then tries again."""
+        cfg = self.config.refresh
+        for phase in self.dialect.swap_phases(pairs, cfg.swap_lock_timeout):
+            for attempt in range(1, cfg.swap_attempts + 1):
+                try:
+                    self.execute("swap", phase)
+                    break
+                except Exception as exc:
+                    if not self.dialect.is_lock_timeout(exc) or attempt == cfg.swap_attempts:
+                        raise
+                    log.warning("swap: waited %ss for readers to release the tables (try %d of %d); trying again",
+                                cfg.swap_lock_timeout, attempt, cfg.swap_attempts)
+                    time.sleep(min(1.0, cfg.swap_lock_timeout / 3))
+
+    # --- incremental refresh --------------------------------------------------------------------
+    def _incremental(self, run: Run, months: Sequence[dt.date], jobs: int, check: Callable[[], None]) -> None:
+        live = self.schema.live()
+        statements = self.rollup.month_statements(list(live), run.started_at)
+        if months and not choose_plan(self.dialect, self.source).chunked:
+            log.warning("the raw table has no covering index: each month reads the whole table "
+                        "(run `summarizer init --source-indexes`)")
+        self.progress.begin(f"{len(months)} month(s)", len(months))
+        try:
+            with self.timed("months"):
+                self._parallel(months, jobs, check, lambda m: self.execute(f"month {m:%Y-%m}", statements, {"month": m}))
+        finally:
+            self.progress.end()
+        run.rows = self._count(live)
+
+    def _parallel(self, months: Sequence[dt.date], jobs: int, check: Callable[[], None],
+                  work: Callable[[dt.date], None]) -> None:
+        """Up to ``jobs`` months at once, each on its own connection; the lock checked before each."""
+        pending = list(months)
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="month") as pool:
+            running: dict[Future[None], dt.date] = {}
+            try:
+                while pending or running:
+                    while pending and len(running) < jobs:
+                        check()
+                        month = pending.pop(0)
+                        running[pool.submit(work, month)] = month
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        month = running.pop(future)
+                        future.result()
+                        self.progress.advance(f"{month:%Y-%m}")
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+
+
+def _as_date(value: object) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _describe(exc: BaseException | None) -> str:
+    """One line: the database's own message without SQLAlchemy's statement dump."""
+    if exc is None:
+        return ""
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc)
+    return f"{type(orig or exc).__name__}: {text_.splitlines()[0] if text_ else ''}"[:1000]

@@ -1,0 +1,164 @@
+"""Pure builders of the refresh and verify statements; nothing here touches a database.
+
+Tier 1 is aggregated from the raw table first and joined to products and brands afterwards, so the
+joins look up one row per group rather than one per raw row. Tier 2 is built from tier 1, its
+``ALL`` rows from its own per-marketplace rows, and tier 3 from tier 2's ``ALL`` rows: the raw table
+is read once per refresh.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import (
+    BigInteger, Date, DateTime, Delete, Insert, Select, String, Table, and_, bindparam, case, delete,
+    func, insert, literal, select,
+)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import FromClause
+
+from .model import Schema, Source
+
+TIER1_COLUMNS = ("month", "asin", "marketplace", "metric", "brand_id", "category_id",
+                 "value", "row_count", "refreshed_at")
+TIER2_COLUMNS = ("month", "brand_id", "marketplace", "metric", "category_id",
+                 "value", "row_count", "refreshed_at")
+TIER3_COLUMNS = ("month", "category_id", "metric", "value", "row_count", "refreshed_at")
+
+
+def month_param() -> ColumnElement[dt.date]:
+    return bindparam("month", type_=Date)
+
+
+class Rollup:
+    """The statements of one configured rollup."""
+
+    def __init__(self, source: Source, schema: Schema) -> None:
+        self.source = source
+        self.schema = schema
+        self.unassigned = literal(schema.unassigned, BigInteger)
+        self.all_marketplace = literal(schema.all_marketplace, String)
+
+    # --- tier 1 ---------------------------------------------------------------------------------
+    def tier1_select(self, refreshed_at: dt.datetime, *, by_month: bool) -> Select[tuple[object, ...]]:
+        """Tier 1 rows; ``by_month`` filters on the ``:month`` parameter (one chunk per month)."""
+        s = self.source
+        f = s.financials.alias("f")
+        keys = [f.c[col.name].label(role) for role, col in
+                (("month", s.month), ("asin", s.asin), ("marketplace", s.marketplace), ("metric", s.metric))]
+        grouped = select(*keys, func.sum(f.c[s.value.name]).label("value"), func.count().label("row_count"))
+        if by_month:
+            grouped = grouped.where(f.c[s.month.name] == month_param())
+        g = grouped.group_by(*(f.c[k.element.name] for k in keys)).subquery("g")  # type: ignore[attr-defined]
+        p, b = s.products.alias("p"), s.brands.alias("b")
+        product_brand = p.c[s.product_brand.name]
+        brand = func.coalesce(product_brand, self.unassigned)
+        category = case((brand == self.unassigned, self.unassigned),
+                        else_=func.coalesce(b.c[s.brand_category.name], self.unassigned))
+        joined = g.outerjoin(p, p.c[s.product_asin.name] == g.c.asin).outerjoin(
+            b, b.c[s.brand_id.name] == product_brand)
+        return select(g.c.month, g.c.asin, g.c.marketplace, g.c.metric, brand.label("brand_id"),
+                      category.label("category_id"), g.c.value, g.c.row_count,
+                      literal(refreshed_at, DateTime).label("refreshed_at")).select_from(joined)
+
+    def tier1_insert(self, target: Table, refreshed_at: dt.datetime, *, by_month: bool) -> Insert:
+        return insert(target).from_select(list(TIER1_COLUMNS), self.tier1_select(refreshed_at, by_month=by_month))
+
+    # --- tiers 2 and 3 --------------------------------------------------------------------------
+    def tier2_inserts(self, target: Table, tier1: Table, refreshed_at: dt.datetime) -> list[Insert]:
+        """The month's per-marketplace rows from tier 1, then its ALL rows from those."""
+        t1, t2 = tier1.alias("t1"), target.alias("t2")
+        stamp = literal(refreshed_at, DateTime).label("refreshed_at")
+        per_market = select(t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id,
+                            *self._sums(t1), stamp
+                            ).where(t1.c.month == month_param()).group_by(
+            t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id)
+        all_markets = select(t2.c.month, t2.c.brand_id, self.all_marketplace, t2.c.metric, t2.c.category_id,
+                             *self._sums(t2), stamp
+                             ).where(and_(t2.c.month == month_param(),
+                                          t2.c.marketplace != self.all_marketplace)).group_by(
+            t2.c.month, t2.c.brand_id, t2.c.metric, t2.c.category_id)
+        return [insert(target).from_select(list(TIER2_COLUMNS), per_market),
+                insert(target).from_select(list(TIER2_COLUMNS), all_markets)]
+
+    def tier3_insert(self, target: Table, tier2: Table, refreshed_at: dt.datetime) -> Insert:
+        t2 = tier2.alias("t2")
+        rows = select(t2.c.month, t2.c.category_id, t2.c.metric, *self._sums(t2),
+                      literal(refreshed_at, DateTime).label("refreshed_at")
+                      ).where(and_(t2.c.month == month_param(), t2.c.marketplace == self.all_marketplace)
+                              ).group_by(t2.c.month, t2.c.category_id, t2.c.metric)
+        return insert(target).from_select(list(TIER3_COLUMNS), rows)
+
+    @staticmethod
+    def _sums(table: FromClause) -> tuple[ColumnElement[object], ColumnElement[object]]:
+        return func.sum(table.c.value).label("value"), func.sum(table.c.row_count).label("row_count")
+
+    def month_statements(self, tiers: Sequence[Table], refreshed_at: dt.datetime,
+                         *, with_tier1: bool = True) -> list[Delete | Insert]:
+        """Replace one month (``:month``) in every tier: delete, then insert, tier by tier."""
+        t1, t2, t3 = tiers
+        statements: list[Delete | Insert] = []
+        if with_tier1:
+            statements += [self.delete_month(t1), self.tier1_insert(t1, refreshed_at, by_month=True)]
+        statements += [self.delete_month(t2), *self.tier2_inserts(t2, t1, refreshed_at)]
+        statements += [self.delete_month(t3), self.tier3_insert(t3, t2, refreshed_at)]
+        return statements
+
+    @staticmethod
+    def delete_month(table: Table) -> Delete:
+        return delete(table).where(table.c.month == month_param())
+
+    # --- months ---------------------------------------------------------------------------------
+    def source_months(self) -> Select[tuple[dt.date]]:
+        """Distinct months of the raw table (a loose index scan where month leads an index)."""
+        month = self.source.financials.c[self.source.month.name]
+        return select(month).distinct().order_by(month)
+
+    @staticmethod
+    def table_months(table: Table) -> Select[tuple[dt.date]]:
+        return select(table.c.month).distinct().order_by(table.c.month)
+
+    def changed_months(self) -> Select[tuple[dt.date]]:
+        """Months with raw rows changed at or after ``:since`` (needs the updated_at column)."""
+        s = self.source
+        assert s.updated_at is not None
+        f = s.financials
+        return (select(f.c[s.month.name]).distinct()
+                .where(f.c[s.updated_at.name] >= bindparam("since", type_=DateTime))
+                .order_by(f.c[s.month.name]))
+
+    # --- verify ---------------------------------------------------------------------------------
+    def raw_totals(self, months: Sequence[dt.date] | None) -> Select[tuple[object, ...]]:
+        """Per month and metric: SUM(value), COUNT(*), and SUM(ABS(value)) (the scale of REAL rounding)."""
+        s = self.source
+        f = s.financials
+        month, metric, value = f.c[s.month.name], f.c[s.metric.name], f.c[s.value.name]
+        query = select(month, metric, func.sum(value), func.count(), func.sum(func.abs(value)))
+        if months:
+            query = query.where(month.in_(months))
+        return query.group_by(month, metric)
+
+    def tier_totals(self, table: Table, months: Sequence[dt.date] | None,
+                    *, all_rows: bool | None = None) -> Select[tuple[object, ...]]:
+        """Totals per month and metric; ``all_rows`` picks tier 2's ALL rows (True) or the others."""
+        query = select(table.c.month, table.c.metric, func.sum(table.c.value), func.sum(table.c.row_count))
+        if months:
+            query = query.where(table.c.month.in_(months))
+        if all_rows is not None:
+            marketplace = table.c.marketplace
+            query = query.where(marketplace == self.all_marketplace if all_rows
+                                else marketplace != self.all_marketplace)
+        return query.group_by(table.c.month, table.c.metric)
+
+    def unassigned_share(self, tier2: Table) -> Select[tuple[object, ...]]:
+        """Raw rows and absolute value without a brand / without a category, against the totals."""
+        t2 = tier2
+        no_brand = t2.c.brand_id == self.unassigned
+        no_category = t2.c.category_id == self.unassigned
+        absolute = func.abs(t2.c.value)
+        return select(
+            func.sum(t2.c.row_count), func.sum(case((no_brand, t2.c.row_count), else_=0)),
+            func.sum(case((no_category, t2.c.row_count), else_=0)), func.sum(absolute),
+            func.sum(case((no_brand, absolute), else_=0)), func.sum(case((no_category, absolute), else_=0)),
+        ).where(t2.c.marketplace == self.all_marketplace)

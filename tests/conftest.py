@@ -1,0 +1,128 @@
+"""Engines for the behaviour tests: SQLite always; MariaDB and PostgreSQL from the environment.
+
+``SUMMARIZER_TEST_MYSQL_URL`` / ``SUMMARIZER_TEST_POSTGRES_URL`` name a server; each test gets a
+database of its own there, dropped afterwards. Without the variable a throwaway container is started
+through testcontainers where a Docker engine answers; else the engine's tests are skipped, saying why.
+CI sets both variables, so nothing is skipped there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from summarizer import Summarizer, load_config
+
+ENGINES = ["sqlite", "mysql", "postgres"]
+ENV = {"mysql": "SUMMARIZER_TEST_MYSQL_URL", "postgres": "SUMMARIZER_TEST_POSTGRES_URL"}
+
+
+def _docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[dict[str, URL | str]]:
+    """engine -> server URL, or the reason it is not available."""
+    urls: dict[str, URL | str] = {}
+    containers = []
+    docker = None
+    for engine, variable in ENV.items():
+        if os.environ.get(variable):
+            urls[engine] = make_url(os.environ[variable])
+            continue
+        docker = _docker_available() if docker is None else docker
+        if not docker:
+            urls[engine] = f"{variable} is not set and no Docker engine answers for testcontainers"
+            continue
+        container = _start_container(engine)
+        containers.append(container)
+        urls[engine] = make_url(container.get_connection_url())
+    yield urls
+    for container in containers:
+        container.stop()
+
+
+def _start_container(engine: str):  # type: ignore[no-untyped-def]
+    if engine == "mysql":
+        from testcontainers.mysql import MySqlContainer
+        return MySqlContainer("mariadb:10.11", dialect="pymysql").start()
+    from testcontainers.postgres import PostgresContainer
+    return PostgresContainer("postgres:15", driver="psycopg").start()
+
+
+def _scratch_database(server: URL, name: str) -> Iterator[URL]:
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    quote = admin.dialect.identifier_preparer.quote
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {quote(name)}"))
+    try:
+        yield server.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            if server.get_backend_name() == "postgresql":
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quote(name)}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: dict[str, URL | str]) -> Iterator[URL]:
+    """A fresh, empty database on each engine."""
+    engine = request.param
+    if engine == "sqlite":
+        yield make_url(f"sqlite:///{tmp_path / 'test.db'}")
+        return
+    server = server_urls[engine]
+    if isinstance(server, str):
+        pytest.skip(server)
+    yield from _scratch_database(server, f"summarizer_t_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def mysql_url(tmp_path: Path, server_urls: dict[str, URL | str]) -> Iterator[URL]:
+    """A fresh MariaDB/MySQL database, for the tests that are about MySQL in particular."""
+    server = server_urls["mysql"]
+    if isinstance(server, str):
+        pytest.skip(server)
+    yield from _scratch_database(server, f"summarizer_t_{uuid.uuid4().hex[:10]}")
+
+
+def make_app(url: URL, tmp_path: Path, **settings: str) -> Summarizer:
+    """A Summarizer on ``url``; ``settings`` as SECTION_KEY=value environment overrides."""
+    env = {"SUMMARIZER_DATABASE_URL": url.render_as_string(hide_password=False)}
+    env.update({f"SUMMARIZER_{k.upper()}": v for k, v in settings.items()})
+    env.setdefault("SUMMARIZER_REFRESH_RETRY_INITIAL_WAIT", "0.05")
+    return Summarizer(load_config(tmp_path / "absent.ini", env))
+
+
+def env_for(url: URL, **settings: str) -> dict[str, str]:
+    """Environment for a ``summarizer`` subprocess on ``url``."""
+    env = dict(os.environ)
+    env["SUMMARIZER_DATABASE_URL"] = url.render_as_string(hide_password=False)
+    env.update({f"SUMMARIZER_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path) -> Iterator[object]:
+    made: list[Summarizer] = []
+
+    def factory(url: URL, **settings: str) -> Summarizer:
+        app = make_app(url, tmp_path, **settings)
+        made.append(app)
+        return app
+    yield factory
+    for app in made:
+        app.close()
