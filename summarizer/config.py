@@ -102,6 +102,20 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def example_ini() -> str:
+    """``config.ini.example``: every setting with its default and help, generated from SETTINGS."""
+    lines = ["# summarizer configuration. Every key is optional; shown with its default.",
+             "# Environment variables override this file: SUMMARIZER_<SECTION>_<KEY>, e.g. SUMMARIZER_DATABASE_URL.",
+             "# Generated from summarizer/config.py (python -m summarizer.render); do not edit by hand."]
+    section = ""
+    for setting in SETTINGS:
+        if setting.section != section:
+            section = setting.section
+            lines += ["", f"[{section}]"]
+        lines += [f"# {setting.help}", f"{setting.key} = {setting.default}"]
+    return "\n".join(lines) + "\n"
+
+
 def parse_duration(text: str) -> float:
     """``'26h'`` -> 93600.0 seconds; plain numbers are seconds."""
     match = DURATION.match(text)

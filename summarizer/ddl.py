@@ -51,7 +51,7 @@ def shape_differences(expected: Table, columns: list[ReflectedColumn], primary_k
         if column.name not in found:
             differences.append(f"missing column {column.name}")
             continue
-        want = type_name(column.type.dialect_impl(dialect), dialect)
+        want = type_name(column.type, dialect)
         have = type_name(found[column.name]["type"], dialect)
         if want != have:
             differences.append(f"column {column.name} is {have}, expected {want}")
@@ -77,8 +77,10 @@ def plan_init(dialect: Dialect, schema: Schema, source: Source, *, source_indexe
                 raise SchemaError(f"table {table.name} exists with another shape: {'; '.join(differences)}. "
                                   "summarizer never alters or drops it: rename or drop it yourself, "
                                   "or point [summary] at another table name")
-            have = {i["name"] for i in inspector.get_indexes(table.name)}
-            plan.statements += [ddl(CreateIndex(i), sa_dialect) for i in sorted_indexes(table) if i.name not in have]
+            # by columns, not name: after a swap on MySQL an index keeps the shadow table's name
+            have = {tuple(i["column_names"]) for i in inspector.get_indexes(table.name)}
+            plan.statements += [ddl(CreateIndex(i), sa_dialect) for i in sorted_indexes(table)
+                                if tuple(c.name for c in i.columns) not in have]
         else:
             plan.statements.append(ddl(CreateTable(table), sa_dialect))
             plan.statements += [ddl(CreateIndex(i), sa_dialect) for i in sorted_indexes(table)]

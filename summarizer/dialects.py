@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import URL
+from sqlalchemy.engine.mock import MockConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql import ClauseElement
@@ -29,9 +30,12 @@ class Dialect:
     INDEX_NAMES_PER_TABLE = False   # index names are unique per table, not per schema
     TRANSIENT_CODES: frozenset[object] = frozenset()
     LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
+    UTC_NOW = "CURRENT_TIMESTAMP"   # SQL for the current UTC time, in the hand-run sql/ files
+    SCRIPT_MONTH = "'2024-01-01'"   # how the hand-run sql/ files refer to the month they refresh
+    SCRIPT_PREAMBLE = ""            # how those files set it
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | MockConnection) -> None:
+        self.engine = engine  # a MockConnection only renders SQL (the sql/ files)
         self.quote = engine.dialect.identifier_preparer.quote
 
     # --- connections -------------------------------------------------------------------------
@@ -123,6 +127,9 @@ class MySQLDialect(Dialect):
     # connection killed (MariaDB), server shutdown in progress, query interrupted
     TRANSIENT_CODES = frozenset({1213, 1205, 2006, 2013, 2003, 1927, 1053, 1317})
     LOCK_TIMEOUT_CODES = frozenset({1205})
+    UTC_NOW = "UTC_TIMESTAMP()"
+    SCRIPT_MONTH = "@month"
+    SCRIPT_PREAMBLE = "SET @month = '2024-01-01';  -- the month to refresh: its first day"
 
     @staticmethod
     def engine_options() -> dict[str, Any]:
@@ -185,6 +192,9 @@ class PostgresDialect(Dialect):
     TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03",
                                  "08000", "08003", "08006", "08001", "08004"})
     LOCK_TIMEOUT_CODES = frozenset({"55P03"})
+    UTC_NOW = "(now() AT TIME ZONE 'UTC')"
+    SCRIPT_MONTH = "CAST(:'month' AS date)"
+    SCRIPT_PREAMBLE = "\\set month '2024-01-01'  -- psql: the month to refresh, its first day"
 
     def error_code(self, exc: BaseException) -> object:
         orig = getattr(exc, "orig", exc)
@@ -235,10 +245,6 @@ class SQLiteDialect(Dialect):
     @staticmethod
     def engine_options() -> dict[str, Any]:
         return {"connect_args": {"timeout": 30}}
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        _sqlite_transactional_ddl(engine)
 
     def error_code(self, exc: BaseException) -> object:
         message = str(getattr(exc, "orig", exc))
@@ -300,6 +306,8 @@ def connect(url: URL, **options: Any) -> Dialect:
     """An engine for ``url`` wrapped in the dialect that knows its quirks."""
     cls = dialect_class(url)
     engine = create_engine(url, **{**cls.engine_options(), **options})
+    if cls is SQLiteDialect:
+        _sqlite_transactional_ddl(engine)
     return cls(engine)
 
 

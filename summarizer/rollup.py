@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Date, DateTime, Delete, Insert, Select, String, Table, and_, bindparam, case, delete,
+    BigInteger, Date, DateTime, Delete, Insert, Select, String, Table, bindparam, case, delete,
     func, insert, literal, select,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,29 +28,44 @@ TIER2_COLUMNS = ("month", "brand_id", "marketplace", "metric", "category_id",
 TIER3_COLUMNS = ("month", "category_id", "metric", "value", "row_count", "refreshed_at")
 
 
-def month_param() -> ColumnElement[dt.date]:
-    return bindparam("month", type_=Date)
+Stamp = dt.datetime | ColumnElement[dt.datetime]
+
+
+def _stamp(refreshed_at: Stamp) -> ColumnElement[dt.datetime]:
+    value = literal(refreshed_at, DateTime) if isinstance(refreshed_at, dt.datetime) else refreshed_at
+    return value.label("refreshed_at")
+
+
+def _month_filter(query: Select[Any], column: ColumnElement[Any], month: ColumnElement[Any] | None) -> Select[Any]:
+    return query if month is None else query.where(column == month)
 
 
 class Rollup:
-    """The statements of one configured rollup."""
+    """The statements of one configured rollup.
 
-    def __init__(self, source: Source, schema: Schema) -> None:
+    ``month`` is what a month chunk compares with: the ``:month`` parameter by default (the
+    ``sql/`` files use a session variable instead). ``by_month=False`` drops the filter: all months.
+    """
+
+    def __init__(self, source: Source, schema: Schema, month: ColumnElement[dt.date] | None = None) -> None:
         self.source = source
         self.schema = schema
+        self.month = month if month is not None else bindparam("month", type_=Date)
         self.unassigned = literal(schema.unassigned, BigInteger)
         self.all_marketplace = literal(schema.all_marketplace, String)
 
+    def _month(self, by_month: bool) -> ColumnElement[dt.date] | None:
+        return self.month if by_month else None
+
     # --- tier 1 ---------------------------------------------------------------------------------
-    def tier1_select(self, refreshed_at: dt.datetime, *, by_month: bool) -> Select[tuple[object, ...]]:
-        """Tier 1 rows; ``by_month`` filters on the ``:month`` parameter (one chunk per month)."""
+    def tier1_select(self, refreshed_at: Stamp, *, by_month: bool) -> Select[tuple[object, ...]]:
+        """Tier 1 rows; ``by_month`` reads one month of the raw table (one chunk)."""
         s = self.source
         f = s.financials.alias("f")
         keys = [f.c[col.name].label(role) for role, col in
                 (("month", s.month), ("asin", s.asin), ("marketplace", s.marketplace), ("metric", s.metric))]
         grouped = select(*keys, func.sum(f.c[s.value.name]).label("value"), func.count().label("row_count"))
-        if by_month:
-            grouped = grouped.where(f.c[s.month.name] == month_param())
+        grouped = _month_filter(grouped, f.c[s.month.name], self._month(by_month))
         g = grouped.group_by(*(f.c[k.element.name] for k in keys)).subquery("g")  # type: ignore[attr-defined]
         p, b = s.products.alias("p"), s.brands.alias("b")
         product_brand = p.c[s.product_brand.name]
@@ -60,41 +76,40 @@ class Rollup:
             b, b.c[s.brand_id.name] == product_brand)
         return select(g.c.month, g.c.asin, g.c.marketplace, g.c.metric, brand.label("brand_id"),
                       category.label("category_id"), g.c.value, g.c.row_count,
-                      literal(refreshed_at, DateTime).label("refreshed_at")).select_from(joined)
+                      _stamp(refreshed_at)).select_from(joined)
 
-    def tier1_insert(self, target: Table, refreshed_at: dt.datetime, *, by_month: bool) -> Insert:
+    def tier1_insert(self, target: Table, refreshed_at: Stamp, *, by_month: bool) -> Insert:
         return insert(target).from_select(list(TIER1_COLUMNS), self.tier1_select(refreshed_at, by_month=by_month))
 
     # --- tiers 2 and 3 --------------------------------------------------------------------------
-    def tier2_inserts(self, target: Table, tier1: Table, refreshed_at: dt.datetime) -> list[Insert]:
+    def tier2_inserts(self, target: Table, tier1: Table, refreshed_at: Stamp, *, by_month: bool = True) -> list[Insert]:
         """The month's per-marketplace rows from tier 1, then its ALL rows from those."""
         t1, t2 = tier1.alias("t1"), target.alias("t2")
-        stamp = literal(refreshed_at, DateTime).label("refreshed_at")
-        per_market = select(t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id,
-                            *self._sums(t1), stamp
-                            ).where(t1.c.month == month_param()).group_by(
-            t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id)
-        all_markets = select(t2.c.month, t2.c.brand_id, self.all_marketplace, t2.c.metric, t2.c.category_id,
-                             *self._sums(t2), stamp
-                             ).where(and_(t2.c.month == month_param(),
-                                          t2.c.marketplace != self.all_marketplace)).group_by(
+        stamp, month = _stamp(refreshed_at), self._month(by_month)
+        per_market = _month_filter(select(
+            t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id, *self._sums(t1), stamp
+        ), t1.c.month, month).group_by(t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id)
+        all_markets = _month_filter(select(
+            t2.c.month, t2.c.brand_id, self.all_marketplace, t2.c.metric, t2.c.category_id, *self._sums(t2), stamp
+        ).where(t2.c.marketplace != self.all_marketplace), t2.c.month, month).group_by(
             t2.c.month, t2.c.brand_id, t2.c.metric, t2.c.category_id)
         return [insert(target).from_select(list(TIER2_COLUMNS), per_market),
                 insert(target).from_select(list(TIER2_COLUMNS), all_markets)]
 
-    def tier3_insert(self, target: Table, tier2: Table, refreshed_at: dt.datetime) -> Insert:
+    def tier3_insert(self, target: Table, tier2: Table, refreshed_at: Stamp, *, by_month: bool = True) -> Insert:
+        """The month's category rows from tier 2's ALL rows."""
         t2 = tier2.alias("t2")
-        rows = select(t2.c.month, t2.c.category_id, t2.c.metric, *self._sums(t2),
-                      literal(refreshed_at, DateTime).label("refreshed_at")
-                      ).where(and_(t2.c.month == month_param(), t2.c.marketplace == self.all_marketplace)
-                              ).group_by(t2.c.month, t2.c.category_id, t2.c.metric)
+        rows = _month_filter(select(
+            t2.c.month, t2.c.category_id, t2.c.metric, *self._sums(t2), _stamp(refreshed_at)
+        ).where(t2.c.marketplace == self.all_marketplace), t2.c.month, self._month(by_month)).group_by(
+            t2.c.month, t2.c.category_id, t2.c.metric)
         return insert(target).from_select(list(TIER3_COLUMNS), rows)
 
     @staticmethod
     def _sums(table: FromClause) -> tuple[ColumnElement[object], ColumnElement[object]]:
         return func.sum(table.c.value).label("value"), func.sum(table.c.row_count).label("row_count")
 
-    def month_statements(self, tiers: Sequence[Table], refreshed_at: dt.datetime,
+    def month_statements(self, tiers: Sequence[Table], refreshed_at: Stamp,
                          *, with_tier1: bool = True) -> list[Delete | Insert]:
         """Replace one month (``:month``) in every tier: delete, then insert, tier by tier."""
         t1, t2, t3 = tiers
@@ -105,9 +120,8 @@ class Rollup:
         statements += [self.delete_month(t3), self.tier3_insert(t3, t2, refreshed_at)]
         return statements
 
-    @staticmethod
-    def delete_month(table: Table) -> Delete:
-        return delete(table).where(table.c.month == month_param())
+    def delete_month(self, table: Table) -> Delete:
+        return delete(table).where(table.c.month == self.month)
 
     # --- months ---------------------------------------------------------------------------------
     def source_months(self) -> Select[tuple[dt.date]]:

@@ -1,0 +1,113 @@
+"""Render the DDL and refresh SQL as files a DBA can read or run by hand (``sql/<dialect>/``).
+
+The files are generated from the same builders the refresh runs, with the default configuration;
+``tests/test_sql_files.py`` fails when they drift from the code. Regenerate with::
+
+    python -m summarizer.render sql
+
+It also writes ``config.ini.example`` (every setting, from ``config.SETTINGS``) beside ``sql/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_mock_engine, literal_column
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql import ClauseElement
+
+from .config import Config, example_ini, load_config
+from .ddl import ddl, render_all, sorted_indexes
+from .dialects import DIALECTS, Dialect
+from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, source_from_config
+from .rollup import Rollup
+
+RENDERED = {"mysql": "mysql+pymysql://", "postgresql": "postgresql+psycopg://"}
+HEADER = "-- Rendered by summarizer from its code with the default configuration; do not edit.\n" \
+         "-- Regenerate with: python -m summarizer.render sql\n"
+
+
+def _dialect(name: str) -> Dialect:
+    engine = create_mock_engine(RENDERED[name], lambda *_a, **_k: None)  # type: ignore[arg-type,return-value]
+    return DIALECTS[name](engine)  # type: ignore[arg-type]
+
+
+def _sql(dialect: Dialect, statement: ClauseElement | str) -> str:
+    text = statement if isinstance(statement, str) else dialect.render(statement)
+    return text.strip() + ";"
+
+
+def schema_file(dialect: Dialect, schema: Schema) -> str:
+    body = "\n\n".join(f"{s};" for s in render_all(dialect.engine.dialect, schema))
+    return f"{HEADER}-- The summary tiers and the run history (what `summarizer init` creates).\n\n{body}\n"
+
+
+def full_refresh_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
+    live, shadow = schema.live(), schema.tiers(SHADOW_SUFFIX)
+    stamp = literal_column(dialect.UTC_NOW)
+    t1, t2, t3 = shadow
+    sa = dialect.engine.dialect
+    statements: list[ClauseElement | str] = [
+        *(dialect.drop_table_if_exists(t.name + suffix) for t in live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)),
+        *(ddl(CreateTable(t), sa) for t in shadow),
+        rollup.tier1_insert(t1, stamp, by_month=False),
+        *rollup.tier2_inserts(t2, t1, stamp, by_month=False),
+        rollup.tier3_insert(t3, t2, stamp, by_month=False),
+        *(ddl(CreateIndex(i), sa) for t in shadow for i in sorted_indexes(t)),
+    ]
+    phases = dialect.swap_phases(list(zip(live, shadow, strict=True)), 3)
+    swap = [("BEGIN;\n" if dialect.TRANSACTIONAL_DDL else "") + "\n".join(_sql(dialect, s) for s in phase)
+            + ("\nCOMMIT;" if dialect.TRANSACTIONAL_DDL else "") for phase in phases]
+    return (f"{HEADER}-- A full refresh by hand: build the tiers beside the live ones, then swap them in at once.\n"
+            "-- (summarizer itself reads the raw table in month chunks where the covering index exists,\n"
+            "-- retries transient errors, takes the run lock and records the run.)\n\n"
+            + "\n\n".join(_sql(dialect, s) for s in statements) + "\n\n-- the swap\n" + "\n\n".join(swap) + "\n")
+
+
+def month_refresh_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
+    statements = rollup.month_statements(list(schema.live()), literal_column(dialect.UTC_NOW))
+    body = "\n\n".join(_sql(dialect, s) for s in statements)
+    return (f"{HEADER}-- Refresh one month in every tier, in one transaction (delete + insert).\n\n"
+            f"{dialect.SCRIPT_PREAMBLE}\n\nBEGIN;\n\n{body}\n\nCOMMIT;\n")
+
+
+def verify_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
+    live = schema.live()
+    queries = {"raw: SUM(value), COUNT(*), SUM(ABS(value)) per month and metric": rollup.raw_totals(None),
+               "tier 1": rollup.tier_totals(live.asin, None),
+               "tier 2, per marketplace": rollup.tier_totals(live.brand, None, all_rows=False),
+               "tier 2, ALL rows": rollup.tier_totals(live.brand, None, all_rows=True),
+               "tier 3": rollup.tier_totals(live.category, None)}
+    body = "\n\n".join(f"-- {title}\n{_sql(dialect, q)}" for title, q in queries.items())
+    return f"{HEADER}-- What `summarizer verify` compares: each tier's totals must equal the raw ones.\n\n{body}\n"
+
+
+def render(name: str, config: Config | None = None) -> dict[str, str]:
+    """File name -> content, for one dialect."""
+    config = config or load_config(Path("/nonexistent/summarizer.ini"), {})
+    dialect = _dialect(name)
+    schema, source = Schema(config), source_from_config(config)
+    rollup = Rollup(source, schema, month=literal_column(dialect.SCRIPT_MONTH))
+    return {"schema.sql": schema_file(dialect, schema), "refresh_full.sql": full_refresh_file(dialect, schema, rollup),
+            "refresh_month.sql": month_refresh_file(dialect, schema, rollup),
+            "verify.sql": verify_file(dialect, schema, rollup)}
+
+
+def write(root: Path) -> list[Path]:
+    """Write ``sql/<dialect>/*.sql`` under ``root`` and ``config.ini.example`` beside it."""
+    example = root.parent / "config.ini.example"
+    example.write_text(example_ini(), encoding="utf-8")
+    written = [example]
+    for name in RENDERED:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, content in render(name).items():
+            (folder / file).write_text(content, encoding="utf-8")
+            written.append(folder / file)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else "sql")):
+        print(path)

@@ -1,0 +1,64 @@
+"""The files generated from the code (sql/, config.ini.example) must not drift from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from summarizer.config import SETTINGS, example_ini
+from summarizer.render import RENDERED, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("dialect", sorted(RENDERED))
+def test_sql_files_match_the_code(dialect):
+    for name, content in render(dialect).items():
+        path = ROOT / "sql" / dialect / name
+        assert path.exists(), f"{path} is missing: run python -m summarizer.render sql"
+        assert path.read_text(encoding="utf-8") == content, f"{path} drifted: run python -m summarizer.render sql"
+
+
+def test_config_example_matches_the_settings():
+    assert (ROOT / "config.ini.example").read_text(encoding="utf-8") == example_ini()
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f"[{s.section}] {s.key}" for s in SETTINGS if f"`{s.key}`" not in readme]
+    assert not missing, f"README.md does not mention: {missing}"
+
+
+def test_the_mysql_month_script_runs_by_hand(mysql_url, app_factory):
+    """sql/mysql/refresh_month.sql, run as a DBA would, gives the tiers summarizer gives."""
+    from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, random_dataset
+
+    app = app_factory(mysql_url)
+    data = random_dataset(seed=4)
+    load(app.dialect.engine, data)
+    app.init()
+    script = (ROOT / "sql" / "mysql" / "refresh_month.sql").read_text(encoding="utf-8")
+    raw = app.dialect.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for month in data.months:
+            for statement in _statements(script.replace("'2024-01-01'", f"'{month:%Y-%m-%d}'")):
+                cursor.execute(statement)
+        raw.commit()
+    finally:
+        raw.close()
+    assert_tiers_equal(expected_tiers(data), actual_tiers(app.dialect.engine, app.schema.live().by_name()), exact=True)
+
+
+def _statements(script: str) -> list[str]:
+    lines = [line for line in script.splitlines() if not line.startswith("--")]
+    return [s.split("--")[0].strip() for s in "\n".join(lines).split(";") if s.split("--")[0].strip()]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv .venv"))
+    assert f"\n{command}\n" in readme
+    assert "SUMMARIZER_TEST_MYSQL_URL" in ci and "SUMMARIZER_TEST_POSTGRES_URL" in ci

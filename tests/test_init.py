@@ -1,0 +1,97 @@
+"""init: idempotent DDL, shape errors that change nothing, --print-sql, --source-indexes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import inspect, text
+
+from summarizer.errors import SchemaError
+
+from .conftest import env_for
+from .oracle import load, random_dataset
+
+
+def snapshot(engine):
+    """Every table with its columns, primary key and indexes."""
+    engine.dispose()
+    inspector = inspect(engine)
+    return {t: ([(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(t)],
+                inspector.get_pk_constraint(t)["constrained_columns"],
+                sorted((i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(t)))
+            for t in sorted(inspector.get_table_names())}
+
+
+def test_init_twice_changes_nothing(db_url, app_factory):
+    app = app_factory(db_url)
+    load(app.dialect.engine, random_dataset(rows=50))
+    first = app.init(source_indexes=True)
+    assert any("CREATE TABLE" in s for s in first.statements)
+    after_first = snapshot(app.dialect.engine)
+    second = app.init(source_indexes=True)
+    assert second.statements == [] and second.online == []
+    assert snapshot(app.dialect.engine) == after_first
+    app.refresh()  # the swap puts new tables in place; init must still find nothing to do
+    assert app.init(source_indexes=True).statements == []
+
+
+def test_init_creates_the_spec_tables_and_columns(db_url, app_factory):
+    app = app_factory(db_url)
+    app.init()
+    tables = snapshot(app.dialect.engine)
+    columns = {t: [c[0] for c in cols] for t, (cols, _pk, _ix) in tables.items()}
+    assert columns["financials_summary_monthly_asin_marketplace"] == [
+        "month", "asin", "marketplace", "metric", "brand_id", "category_id", "value", "row_count", "refreshed_at"]
+    assert columns["financials_summary_monthly_brand"] == [
+        "month", "brand_id", "marketplace", "metric", "category_id", "value", "row_count", "refreshed_at"]
+    assert columns["financials_summary_monthly_category"] == [
+        "month", "category_id", "metric", "value", "row_count", "refreshed_at"]
+    assert "summarizer_runs" in tables
+
+
+def test_a_table_of_the_wrong_shape_is_an_error_and_nothing_is_created(db_url, app_factory):
+    app = app_factory(db_url)
+    with app.dialect.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE financials_summary_monthly_brand (month DATE, brand_id INTEGER, "
+                          "marketplace VARCHAR(32), metric VARCHAR(64), value VARCHAR(20))"))
+    before = snapshot(app.dialect.engine)
+    with pytest.raises(SchemaError) as caught:
+        app.init()
+    message = str(caught.value)
+    assert "financials_summary_monthly_brand" in message
+    assert "column value is VARCHAR(20), expected" in message and "missing column row_count" in message
+    assert snapshot(app.dialect.engine) == before
+
+
+def test_print_sql_prints_and_creates_nothing(db_url):
+    env = env_for(db_url)
+    result = subprocess.run([sys.executable, "-m", "summarizer", "init", "--print-sql"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("CREATE TABLE") == 4
+    from sqlalchemy import create_engine
+    engine = create_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_source_indexes_adds_the_covering_index_once(db_url, app_factory):
+    app = app_factory(db_url)
+    load(app.dialect.engine, random_dataset(rows=50))
+    plan = app.init(source_indexes=True)
+    assert len(plan.online) == 1
+    indexes = {i["name"]: i["column_names"] for i in inspect(app.dialect.engine).get_indexes("financials")}
+    assert indexes.get("ix_financials_summarizer") == ["month", "asin", "marketplace", "metric", "value"]
+    assert app.init(source_indexes=True).online == []
+
+
+def test_source_indexes_with_updated_at_adds_the_changed_index(db_url, app_factory):
+    app = app_factory(db_url, source_updated_at_column="updated_at")
+    load(app.dialect.engine, random_dataset(rows=50))
+    app.init(source_indexes=True)
+    indexes = {i["name"]: i["column_names"] for i in inspect(app.dialect.engine).get_indexes("financials")}
+    assert indexes.get("ix_financials_summarizer_changed") == ["updated_at", "month"]
