@@ -95,6 +95,11 @@ def compare(tier: str, raw: Totals, found: Totals, scales: dict[tuple[dt.date, s
     return mismatches
 
 
+def _total(raw: Totals, exact: bool) -> Decimal | float:
+    total = sum((Decimal(str(v)) for v, _ in raw.values()), Decimal(0))
+    return total if exact else round(float(total), 4)
+
+
 def verify(dialect: Dialect, rollup: Rollup, tiers: Tiers, months: Sequence[dt.date] | None) -> VerifyReport:
     exact = dialect.EXACT_DECIMAL
     with dialect.engine.connect() as conn:
@@ -103,7 +108,7 @@ def verify(dialect: Dialect, rollup: Rollup, tiers: Tiers, months: Sequence[dt.d
         scales = None if exact else _scales(conn, raw_query)
         report = VerifyReport(months=len({m for m, _ in raw}), metrics=len({k for _, k in raw}),
                               raw_rows=sum(c for _, c in raw.values()),
-                              raw_total=sum((Decimal(str(v)) for v, _ in raw.values()), Decimal(0)),
+                              raw_total=_total(raw, exact),
                               exact=exact)
         for tier, query in tier_queries(rollup, tiers, months).items():
             report.mismatches += compare(tier, raw, _totals(conn, query), scales)
