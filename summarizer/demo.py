@@ -44,7 +44,7 @@ def top_brands(app: Summarizer, limit: int = 5) -> list[tuple[int, str | None, o
              .where(brand.c.marketplace == app.schema.all_marketplace, brand.c.metric == "revenue")
              .group_by(brand.c.brand_id, names.c[s.brand_name.name]).order_by(desc(revenue)).limit(limit))
     with app.dialect.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+        return [tuple(row) for row in conn.execute(query)]
 
 
 def run_demo(path: Path, rows: int, echo: Callable[[str], None]) -> Summarizer:

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.engine.mock import MockConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql import ClauseElement
@@ -34,8 +33,8 @@ class Dialect:
     SCRIPT_MONTH = "'2024-01-01'"   # how the hand-run sql/ files refer to the month they refresh
     SCRIPT_PREAMBLE = ""            # how those files set it
 
-    def __init__(self, engine: Engine | MockConnection) -> None:
-        self.engine = engine  # a MockConnection only renders SQL (the sql/ files)
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.quote = engine.dialect.identifier_preparer.quote
 
     # --- connections -------------------------------------------------------------------------
@@ -161,6 +160,7 @@ class MySQLDialect(Dialect):
 
     def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
         index = ddl.element
+        assert index.table is not None and index.name is not None
         columns = ", ".join(self.quote(c.name) for c in index.columns)
         return (f"ALTER TABLE {self.quote(index.table.name)} ADD INDEX {self.quote(index.name)} ({columns}), "
                 "ALGORITHM=INPLACE, LOCK=NONE", False)

@@ -17,6 +17,7 @@ key order, so InnoDB appends to its clustered index instead of splitting pages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger, Column, Date, DateTime, Index, Integer, MetaData, Numeric, PrimaryKeyConstraint,
@@ -70,7 +71,7 @@ class Source:
 def source_from_config(config: Config) -> Source:
     s = config.source
     value_type = Numeric(65, 30)
-    fin_cols = {
+    fin_cols: dict[str, ColumnClause[Any]] = {
         "asin": column(s.asin_column, String), "marketplace": column(s.marketplace_column, String),
         "month": column(s.month_column, Date), "metric": column(s.metric_column, String),
         "value": column(s.value_column, value_type),
