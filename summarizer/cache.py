@@ -1,0 +1,173 @@
+"""The read API's response cache: in-process by default, Redis when ``[api] redis_url`` is set.
+
+Keys carry the data version (the id of the newest finished refresh run), so a refresh invalidates
+every entry without any time-to-live guessing; old versions' entries are never asked for again and
+age out (LRU in process; in Redis an expiry of ``[api] max_age`` that only collects garbage).
+
+A Redis that does not answer never fails a request: the cache steps aside (``get`` misses, ``put``
+does nothing), says so once in the log, and tries Redis again every :data:`RETRY_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 5.0
+REDIS_TIMEOUT = 0.25  # seconds: a cache that answers slower than this is no use to a dashboard
+HIT, MISS, BYPASS = "hit", "miss", "bypass"
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0  # requests answered uncached because the cache was unavailable
+
+    def as_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Cache(Protocol):
+    """Bytes by key; ``get`` returns (body or None, HIT/MISS/BYPASS); ``put`` never raises."""
+
+    stats: CacheStats
+    backend: str
+
+    def get(self, key: str) -> tuple[bytes | None, str]: ...
+    def put(self, key: str, body: bytes) -> None: ...
+
+
+class MemoryCache:
+    """A thread-safe LRU of ``size`` entries (``size`` 0: no caching)."""
+
+    backend = "memory"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.stats = CacheStats()
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bytes | None, str]:
+        with self._lock:
+            body = self._entries.get(key)
+            if body is None:
+                self.stats.misses += 1
+                return None, MISS
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+            return body, HIT
+
+    def put(self, key: str, body: bytes) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[key] = body
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+class RedisCache:
+    """Entries in Redis under ``prefix``; a Redis that fails makes the cache step aside for a while."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str, expire_seconds: int, client: Any = None) -> None:
+        self.prefix, self.expire_seconds = prefix, max(1, expire_seconds)
+        self.stats = CacheStats()
+        self._client = client if client is not None else _redis_client(url)
+        self._url = url
+        self._down_until = 0.0
+        self._down = False
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bytes | None, str]:
+        if self._resting():
+            return self._bypass()
+        try:
+            body = self._client.get(self.prefix + key)
+        except Exception as exc:  # any Redis failure: answer uncached
+            self._failed(exc)
+            return self._bypass()
+        self._recovered()
+        with self._lock:
+            if body is None:
+                self.stats.misses += 1
+                return None, MISS
+            self.stats.hits += 1
+        return bytes(body), HIT
+
+    def put(self, key: str, body: bytes) -> None:
+        if self._resting():
+            return
+        try:
+            self._client.set(self.prefix + key, body, ex=self.expire_seconds)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _bypass(self) -> tuple[None, str]:
+        with self._lock:
+            self.stats.bypasses += 1
+        return None, BYPASS
+
+    def _resting(self) -> bool:
+        """True while Redis failed less than RETRY_SECONDS ago (no request waits on a dead Redis)."""
+        return self._down and time.monotonic() < self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            first = not self._down
+            self._down, self._down_until = True, time.monotonic() + RETRY_SECONDS
+        if first:
+            log.warning("Redis cache at %s is not answering (%s); the API answers uncached and tries Redis "
+                        "again every %.0fs", _safe(self._url), _one_line(exc), RETRY_SECONDS)
+
+    def _recovered(self) -> None:
+        if self._down:
+            with self._lock:
+                was_down, self._down = self._down, False
+            if was_down:
+                log.warning("Redis cache at %s answers again; caching resumed", _safe(self._url))
+
+
+def _redis_client(url: str) -> Any:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    # no retries inside redis-py: one failure makes the cache step aside (see RedisCache)
+    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
+                                retry=Retry(NoBackoff(), 0))
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def namespace(*parts: str) -> str:
+    """A short key prefix that keeps two deployments sharing one Redis apart."""
+    return "summarizer:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12] + ":"
+
+
+def make_cache(redis_url: str, cache_size: int, prefix: str, expire_seconds: int) -> Cache:
+    """Redis when ``redis_url`` is set, else the in-process LRU."""
+    if redis_url:
+        return RedisCache(redis_url, prefix, expire_seconds)
+    return MemoryCache(cache_size)
