@@ -16,6 +16,9 @@ from . import __version__
 from .app import Summarizer
 from .config import load_config, parse_duration
 from .errors import EXIT_FAILURE, SummarizerError, UsageError
+from .logs import FORMATS, setup_logging
+from .metrics import observed
+from .metrics import target as metrics_target
 from .months import parse_months, parse_timestamp
 from .output import BarProgress, run_summary, status_text, verify_text
 
@@ -45,11 +48,6 @@ def _parse(parser: Callable[[str], Any], text: str | None, option: str) -> Any:
         raise UsageError(f"{option}: {exc}") from None
 
 
-def setup_logging(quiet: bool, verbose: bool) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-
-
 class Context:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
@@ -67,12 +65,15 @@ pass_context = click.make_pass_decorator(Context)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Configuration file (default ./config.ini; the environment overrides it).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="Log lines as text, or one JSON object per line (for log shippers).")
 @click.version_option(__version__, prog_name="summarizer")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_format: str) -> None:
     """Keep pre-aggregated summary tables fresh inside the database."""
     ctx.obj = Context(config_path)
     ctx.meta["verbose"] = verbose
+    ctx.meta["log_format"] = log_format
 
 
 @cli.command()
@@ -98,19 +99,23 @@ def init(ctx: Context, source_indexes: bool, print_sql: bool) -> None:
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help="Seconds to wait for another run's lock.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON on stdout.")
+@click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics of the run here (textfile collector).")
 @click.pass_context
 @handle_errors
 def refresh(click_ctx: click.Context, months_spec: str | None, since: str | None, changed: bool,
-            jobs: int | None, wait: float, quiet: bool, as_json: bool) -> None:
+            jobs: int | None, wait: float, quiet: bool, as_json: bool, metrics_file: str | None) -> None:
     """Rebuild the summaries: all of them (default) or only some months."""
     if sum(x is not None and x is not False for x in (months_spec, since, changed)) > 1:
         raise UsageError("choose one of --months, --since and --changed")
     months = _parse(parse_months, months_spec, "--months") or []
     since_ts = _parse(parse_timestamp, since, "--since")
-    setup_logging(quiet, click_ctx.meta.get("verbose", False))
+    metrics = _parse(metrics_target, metrics_file, "--metrics-file")
+    setup_logging(quiet, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
     progress = BarProgress() if sys.stderr.isatty() and not quiet else None
-    run = click_ctx.obj.summarizer.refresh(months=months, since=since_ts, changed=changed, jobs=jobs,
-                                           wait=wait, progress=progress)
+    app = click_ctx.obj.summarizer
+    mode = "months" if months else "since" if since_ts else "changed" if changed else "full"
+    run = observed(app, metrics, mode, lambda: app.refresh(months=months, since=since_ts, changed=changed,
+                                                           jobs=jobs, wait=wait, progress=progress))
     if as_json:
         click.echo(json.dumps(run.as_json(), indent=2))
     elif not quiet:
@@ -173,6 +178,40 @@ def demo(rows: int, path: str) -> None:
     from .demo import run_demo
     setup_logging(quiet=True, verbose=False)
     run_demo(Path(path), rows, click.echo)
+
+
+@cli.command()
+@click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics after every run (textfile collector).")
+@click.pass_context
+@handle_errors
+def schedule(click_ctx: click.Context, metrics_file: str | None) -> None:
+    """Refresh on the [schedule] cron expressions, in the foreground, until SIGTERM or SIGINT.
+
+    One run at a time; a run that finds another holding the lock is skipped. The first signal lets
+    a run in progress finish, a second stops it now (recorded interrupted). Exits 0 when stopped.
+    """
+    from .schedule import run_schedule
+    metrics = _parse(metrics_target, metrics_file, "--metrics-file")
+    setup_logging(False, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
+    run_schedule(click_ctx.obj.summarizer, metrics)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default: [api] host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on (default: [api] port).")
+@click.pass_context
+@handle_errors
+def serve(click_ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the read API: HTTP JSON over the summary tables (needs the `api` extra)."""
+    try:
+        import uvicorn
+
+        from .api import create_app
+    except ImportError as exc:
+        raise UsageError(f"serve needs the api extra: pip install 'summarizer[api]' ({exc})") from None
+    app = click_ctx.obj.summarizer
+    setup_logging(False, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
+    uvicorn.run(create_app(app), host=host or app.config.api.host, port=port or app.config.api.port)
 
 
 def main() -> None:

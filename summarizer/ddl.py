@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from typing import Any
 
-from sqlalchemy import Column, Index, MetaData, Table, inspect, text
+from sqlalchemy import Column, Index, MetaData, Table, false, inspect, literal, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.engine.interfaces import ReflectedColumn
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -121,9 +122,19 @@ def check_source(dialect: Dialect, source: Source) -> None:
 
 
 def require_tables(dialect: Dialect, schema: Schema) -> None:
-    """Raise SchemaError unless the summary and bookkeeping tables exist."""
-    existing = set(inspect(dialect.engine).get_table_names())
-    missing = [t.name for t in [*schema.live(), schema.runs()] if t.name not in existing]
+    """Raise SchemaError unless the summary and bookkeeping tables exist.
+
+    Each table is probed with an empty SELECT rather than looked up in the catalogue: on MySQL the
+    catalogue shows a multi-table RENAME half done, while a SELECT waits for the swap to finish.
+    """
+    missing = []
+    with dialect.engine.connect() as conn:
+        for table in [*schema.live(), schema.runs()]:
+            try:
+                conn.execute(select(literal(1)).select_from(table).where(false()))
+            except DBAPIError:
+                conn.rollback()
+                missing.append(table.name)
     if missing:
         raise SchemaError(f"table {', '.join(missing)} does not exist: run `summarizer init` first")
 
