@@ -75,7 +75,7 @@ class Summarizer:
         url = self.config.database_url()
         options: dict[str, Any] = {}
         if url.get_backend_name() != "sqlite":
-            options = {"pool_size": self._pool_size, "max_overflow": 2}
+            options = {"pool_size": self._pool_size, "max_overflow": 64}  # --jobs up to 64
         dialect = connect(url, **options)
         try:
             with dialect.engine.connect() as conn:

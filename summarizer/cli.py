@@ -51,11 +51,12 @@ def _parse(parser: Callable[[str], Any], text: str | None, option: str) -> Any:
 class Context:
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
+        self.overrides: dict[str, Any] = {}  # section__key -> value, from command-line options
 
     @functools.cached_property
     def summarizer(self) -> Summarizer:
         path = self.config_path or "config.ini"
-        return Summarizer(load_config(path, required=self.config_path is not None))
+        return Summarizer(load_config(path, required=self.config_path is not None).replace(**self.overrides))
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -95,16 +96,23 @@ def init(ctx: Context, source_indexes: bool, print_sql: bool) -> None:
 @click.option("--months", "months_spec", metavar="SPEC", help="Only these months: 2024-01..2024-03 or 2024-02,2024-05.")
 @click.option("--since", metavar="TIMESTAMP", help="Only months with raw rows changed since then (updated_at).")
 @click.option("--changed", is_flag=True, help="Only months changed since the last successful run (updated_at).")
-@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Months refreshed at once (incremental).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Months refreshed at once, one connection each.")
 @click.option("--wait", type=click.FloatRange(0), default=0.0, help="Seconds to wait for another run's lock.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON on stdout.")
 @click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics of the run here (textfile collector).")
+@click.option("--engine", type=click.Choice(["database", "spark"]), default=None,
+              help="What computes the tiers (default: [refresh] engine): the database, or Apache Spark.")
+@click.option("--spark-master", metavar="URL",
+              help="Spark master: local[*], spark://host:7077 or a Spark Connect sc://host:15002 "
+                   "(implies --engine spark).")
 @click.pass_context
 @handle_errors
 def refresh(click_ctx: click.Context, months_spec: str | None, since: str | None, changed: bool,
-            jobs: int | None, wait: float, quiet: bool, as_json: bool, metrics_file: str | None) -> None:
+            jobs: int | None, wait: float, quiet: bool, as_json: bool, metrics_file: str | None,
+            engine: str | None, spark_master: str | None) -> None:
     """Rebuild the summaries: all of them (default) or only some months."""
+    click_ctx.obj.overrides.update(_engine_overrides(engine, spark_master))
     if sum(x is not None and x is not False for x in (months_spec, since, changed)) > 1:
         raise UsageError("choose one of --months, --since and --changed")
     months = _parse(parse_months, months_spec, "--months") or []
@@ -120,6 +128,13 @@ def refresh(click_ctx: click.Context, months_spec: str | None, since: str | None
         click.echo(json.dumps(run.as_json(), indent=2))
     elif not quiet:
         click.echo(run_summary(run))
+
+
+def _engine_overrides(engine: str | None, spark_master: str | None) -> dict[str, str]:
+    if spark_master is not None and (engine == "database" or not spark_master.strip()):
+        raise UsageError("--spark-master: give a Spark master URL, with --engine spark (or no --engine)")
+    overrides = {"refresh__engine": engine or "spark"} if engine or spark_master else {}
+    return overrides | ({"spark__master": spark_master.strip()} if spark_master else {})
 
 
 @cli.command()
@@ -163,8 +178,11 @@ def explain(ctx: Context) -> None:
     click.echo(f"plan: {result['plan']}")
     click.echo("\n".join(f"  {line}" for line in result["explain"]))
     if result["temporary"]:
+        fix = ("the index exists but the database does not read through it in order: refresh the raw table's "
+               "statistics (MySQL: ANALYZE TABLE; PostgreSQL: VACUUM ANALYZE, which index-only scans need)"
+               if result["chunked"] else "Run `summarizer init --source-indexes`")
         click.secho("WARNING: the GROUP BY over the raw table uses a temporary table or a sort; at tens of "
-                    "millions of rows that can take hours. Run `summarizer init --source-indexes`.", fg="yellow")
+                    f"millions of rows that can take hours. {fix}.", fg="yellow")
 
 
 @cli.command()

@@ -84,9 +84,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("refresh", "retry_max_wait", "30", "float", "longest backoff wait in seconds"),
     Setting("refresh", "swap_lock_timeout", "3", "int", "seconds the swap waits for metadata locks per try"),
     Setting("refresh", "swap_attempts", "20", "int", "tries of the swap before the refresh fails"),
-    Setting("refresh", "jobs", "1", "int", "months refreshed in parallel by incremental refreshes"),
+    Setting("refresh", "jobs", "1", "int", "months refreshed at once, one connection each (full and incremental refreshes)"),
     Setting("refresh", "tmp_table_size", "67108864", "int",
             "MySQL session tmp_table_size/max_heap_table_size for the refresh (bytes; 0 = server default)"),
+    Setting("refresh", "engine", "database", "str",
+            "what computes a refresh: database (INSERT ... SELECT in the database) or spark (Apache Spark, "
+            "needs summarizer[spark])"),
     Setting("schedule", "full", "0 3 * * *", "str",
             "crontab(5) expression of the full refresh (0/7 = Sunday; a sixth leading field = seconds); empty: none"),
     Setting("schedule", "changed", "", "str", "cron expression of the --changed refresh; empty: none"),
@@ -100,6 +103,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "cost_metrics", "cogs,fees,ad_spend,shipping", "list", "metrics subtracted as cost"),
     Setting("api", "redis_url", "", "str", "Redis URL for the response cache; empty: in-process cache"),
     Setting("api", "cache_size", "1024", "int", "entries of the in-process cache"),
+    Setting("spark", "master", "local[*]", "str",
+            "Spark master for engine = spark: local[*], spark://host:7077, yarn, or a Spark Connect sc://host:15002"),
+    Setting("spark", "jars", "/usr/share/java/mariadb-java-client.jar,/usr/share/java/postgresql.jar", "list",
+            "JDBC driver jars given to Spark (Debian: libmariadb-java, libpostgresql-jdbc-java)"),
+    Setting("spark", "source", "jdbc", "str",
+            "where Spark reads the source rows: jdbc (the database, one partition per month) or parquet"),
+    Setting("spark", "parquet_path", "", "str",
+            "source = parquet: directory holding <financials_table>/<month_column>=YYYY-MM-01/, "
+            "<products_table>/ and <brands_table>/"),
+    Setting("spark", "fetch_size", "10000", "int", "rows per round trip when Spark reads over JDBC"),
+    Setting("spark", "write_partitions", "4", "int", "JDBC connections Spark writes each tier through at once"),
+    Setting("spark", "shuffle_partitions", "0", "int",
+            "partitions of Spark's aggregations (spark.sql.shuffle.partitions); 0: twice Spark's cores, at least 8 "
+            "(unless Spark's own configuration sets it)"),
 )
 
 
@@ -180,6 +197,7 @@ class Config:
         self.refresh = _Section(self, "refresh")
         self.schedule = _Section(self, "schedule")
         self.api = _Section(self, "api")
+        self.spark = _Section(self, "spark")
 
     def get(self, section: str, key: str) -> Any:
         return self._values[(section, key)]
@@ -265,6 +283,8 @@ def _check(config: Config) -> None:
     """Rules that span settings or bound numbers."""
     bounds = {("summary", "value_precision"): (10, 65), ("summary", "value_scale"): (0, 30),
               ("refresh", "retry_attempts"): (1, 100), ("refresh", "jobs"): (1, 64),
+              ("spark", "fetch_size"): (1, 1_000_000), ("spark", "write_partitions"): (1, 1024),
+              ("spark", "shuffle_partitions"): (0, 100_000),
               ("refresh", "swap_lock_timeout"): (1, 3600), ("refresh", "swap_attempts"): (1, 1000),
               ("api", "port"): (1, 65535), ("api", "max_months"): (1, 1200),
               ("summary", "asin_length"): (1, 255), ("summary", "marketplace_length"): (1, 255),
@@ -279,3 +299,14 @@ def _check(config: Config) -> None:
                           source=config.path, section="summary", key="value_scale")
     if not config.summary.all_marketplace:
         raise ConfigError("must not be empty", source=config.path, section="summary", key="all_marketplace")
+    _check_choices(config)
+
+
+def _check_choices(config: Config) -> None:
+    choices = {("refresh", "engine"): ("database", "spark"), ("spark", "source"): ("jdbc", "parquet")}
+    for (section, key), allowed in choices.items():
+        if config.get(section, key) not in allowed:
+            raise ConfigError(f"expected one of {', '.join(allowed)}, got {config.get(section, key)!r}",
+                              source=config.path, section=section, key=key)
+    if not config.spark.master:
+        raise ConfigError("must not be empty", source=config.path, section="spark", key="master")

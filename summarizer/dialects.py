@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from sqlalchemy.sql import ClauseElement
 
 from .model import OLD_SUFFIX
 
+PG_SORT_NODE = re.compile(r"(^|->)\s*(Incremental )?Sort\s+\(")
+PG_SPILLING_HASH = re.compile(r"Planned Partitions: [1-9]")
+
 
 class Dialect:
     """Shared behaviour; subclasses override what their database does differently."""
@@ -27,6 +31,7 @@ class Dialect:
     EXACT_DECIMAL = True            # SUM over DECIMAL is exact (SQLite: REAL)
     TRANSACTIONAL_DDL = True        # the swap runs as one transaction
     INDEX_NAMES_PER_TABLE = False   # index names are unique per table, not per schema
+    LOOSE_INDEX_SCAN = False        # SELECT DISTINCT on an index's first column skips from value to value
     TRANSIENT_CODES: frozenset[object] = frozenset()
     LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
     UTC_NOW = "CURRENT_TIMESTAMP"   # SQL for the current UTC time, in the hand-run sql/ files
@@ -117,11 +122,27 @@ class Dialect:
         """The database clock, as the raw table's updated_at column sees it."""
         return "SELECT CURRENT_TIMESTAMP"
 
+    # --- the benchmark (bench.py) ---------------------------------------------------------------
+    def server_settings(self, conn: Connection) -> dict[str, Any]:
+        """The server's version and the memory it caches table pages in, as the benchmark reports them."""
+        raise NotImplementedError
+
+    def truncate_sql(self, table: str) -> str:
+        return f"TRUNCATE TABLE {self.quote(table)}"
+
+    def analyze_sql(self, table: str) -> tuple[str, bool]:
+        """Fresh statistics after a bulk load, and whether the statement needs autocommit."""
+        return f"ANALYZE {self.quote(table)}", False
+
+    def settle(self, conn: Connection, timeout: float) -> None:
+        """Wait for the database's background writes of earlier work, so timed runs start alike."""
+
 
 class MySQLDialect(Dialect):
     name = "mysql"
     TRANSACTIONAL_DDL = False       # DDL commits implicitly; RENAME TABLE of many tables is atomic instead
     INDEX_NAMES_PER_TABLE = True
+    LOOSE_INDEX_SCAN = True         # and its recursive-CTE spelling takes a full scan per step (MariaDB 10.11)
     # deadlock, lock wait timeout, server gone away, lost connection, can't connect,
     # connection killed (MariaDB), server shutdown in progress, query interrupted
     TRANSIENT_CODES = frozenset({1213, 1205, 2006, 2013, 2003, 1927, 1053, 1317})
@@ -184,6 +205,27 @@ class MySQLDialect(Dialect):
     def now_sql(self) -> str:
         return "SELECT CURRENT_TIMESTAMP(6)"  # the clock an updated_at column's default uses
 
+    def server_settings(self, conn: Connection) -> dict[str, Any]:
+        version, pool = conn.execute(text("SELECT VERSION(), @@innodb_buffer_pool_size")).one()
+        return {"version": str(version), "cache_setting": "innodb_buffer_pool_size", "cache_bytes": int(pool)}
+
+    def analyze_sql(self, table: str) -> tuple[str, bool]:
+        return f"ANALYZE TABLE {self.quote(table)}", False
+
+    def settle(self, conn: Connection, timeout: float) -> None:
+        # InnoDB flushes the dirty pages a refresh leaves (tens of MB) in the background for seconds
+        # after it; a run started meanwhile waits for free pages. Wait until few are left or none go.
+        status = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_pages_dirty', " \
+                 "'Innodb_buffer_pool_pages_total')"
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            pages = {name.lower(): int(value) for name, value in conn.execute(text(status)).all()}
+            dirty = pages["innodb_buffer_pool_pages_dirty"]
+            if dirty <= pages["innodb_buffer_pool_pages_total"] // 10 or (last is not None and dirty >= last):
+                return
+            last = dirty
+            time.sleep(1.0)
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -231,10 +273,26 @@ class PostgresDialect(Dialect):
 
     @staticmethod
     def plan_uses_temporary(plan: Sequence[str]) -> bool:
-        return any("Sort Method: external" in line or "Disk:" in line for line in plan)
+        # EXPLAIN without ANALYZE shows no spill; it shows a Sort node (the GROUP BY sorts the rows,
+        # on disk beyond work_mem) and a HashAggregate the planner already expects to spill to disk.
+        return any(PG_SORT_NODE.search(line) or PG_SPILLING_HASH.search(line) for line in plan)
 
     def now_sql(self) -> str:
         return "SELECT LOCALTIMESTAMP"  # the clock a timestamp column's default now() uses
+
+    def server_settings(self, conn: Connection) -> dict[str, Any]:
+        version, shared, work = conn.execute(text(
+            "SELECT current_setting('server_version'), pg_size_bytes(current_setting('shared_buffers')), "
+            "pg_size_bytes(current_setting('work_mem'))")).one()
+        return {"version": f"PostgreSQL {version}", "cache_setting": "shared_buffers", "cache_bytes": int(shared),
+                "work_mem_bytes": int(work)}
+
+    def analyze_sql(self, table: str) -> tuple[str, bool]:
+        # VACUUM sets the visibility map that index-only scans need; it cannot run in a transaction
+        return f"VACUUM (ANALYZE) {self.quote(table)}", True
+
+    def settle(self, conn: Connection, timeout: float) -> None:
+        conn.execute(text("CHECKPOINT"))  # writes the dirty shared buffers now (superuser or pg_checkpoint)
 
 
 class SQLiteDialect(Dialect):
@@ -269,6 +327,15 @@ class SQLiteDialect(Dialect):
 
     def now_sql(self) -> str:
         return "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+    def server_settings(self, conn: Connection) -> dict[str, Any]:
+        version = conn.execute(text("SELECT sqlite_version()")).scalar_one()
+        pages, page_size = (conn.exec_driver_sql(f"PRAGMA {p}").scalar_one() for p in ("cache_size", "page_size"))
+        size = -pages * 1024 if pages < 0 else pages * page_size  # negative: KiB
+        return {"version": f"SQLite {version}", "cache_setting": "cache_size", "cache_bytes": int(size)}
+
+    def truncate_sql(self, table: str) -> str:
+        return f"DELETE FROM {self.quote(table)}"  # no TRUNCATE; a DELETE without WHERE truncates
 
 
 def _sqlite_transactional_ddl(engine: Engine) -> None:

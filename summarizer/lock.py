@@ -1,14 +1,21 @@
 """The run lock: one refresh at a time, whoever starts it.
 
-MySQL/MariaDB and PostgreSQL hold a named lock (``GET_LOCK``, an advisory lock) on one connection
-kept out of the pool for the whole run: a pool's reset does not release such locks, and a lost
-connection loses the lock. Before every step the refresh calls :meth:`RunLock.check`, which takes
-the lock again on a new connection if its connection died, or stops the run if someone else has it.
+MySQL/MariaDB and PostgreSQL hold a named lock (``GET_LOCK``, an advisory lock) on a connection of
+its own, opened outside the pool and kept for the whole run: a pool's reset or recycling would not
+release such a lock, and would hand the locked session to other work. Closing that connection (or
+the process dying) releases the lock. Before every step the refresh calls :meth:`RunLock.check`,
+which takes the lock again on a new connection if its connection was lost, or stops the run if
+another run took the lock meanwhile.
+
+``GET_LOCK`` names are global to a MySQL server, so the name is qualified with the database: two
+databases on one server refresh independently. (PostgreSQL advisory locks are per database already.)
+
 SQLite uses a file lock beside the database file; the kernel drops it when the process dies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -16,14 +23,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from filelock import FileLock, Timeout
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from .dialects import Dialect, sqlite_path
 from .errors import RefreshFailed
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
+MAX_LOCK_NAME = 64  # MySQL's limit for GET_LOCK names
 
 
 class RunLock(Protocol):
@@ -36,7 +45,16 @@ def make_lock(dialect: Dialect, name: str) -> RunLock:
     if dialect.name == "sqlite":
         path = sqlite_path(dialect.engine.url)
         return FileRunLock(f"{path}.summarizer-lock") if path else ThreadRunLock(name)
-    return DatabaseRunLock(dialect, name)
+    return DatabaseRunLock(dialect, lock_name(dialect, name))
+
+
+def lock_name(dialect: Dialect, name: str) -> str:
+    """The configured name qualified with the database, at most 64 characters."""
+    qualified = f"{name}.{dialect.engine.url.database or ''}"
+    if len(qualified) <= MAX_LOCK_NAME:
+        return qualified
+    digest = hashlib.sha256(qualified.encode()).hexdigest()[:16]
+    return f"{qualified[:MAX_LOCK_NAME - 17]}.{digest}"
 
 
 def _poll(attempt: Callable[[], bool], wait: float) -> bool:
@@ -55,15 +73,27 @@ class DatabaseRunLock:
     def __init__(self, dialect: Dialect, name: str) -> None:
         self.dialect, self.name = dialect, name
         self.conn: Connection | None = None
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """Connections of their own, never pooled: closing one ends its session and its lock."""
+        if self._engine is None:
+            self._engine = create_engine(self.dialect.engine.url, poolclass=NullPool)
+        return self._engine
 
     def acquire(self, wait: float) -> bool:
         return _poll(self._try, wait)
 
     def _try(self) -> bool:
-        conn = self.conn or self.dialect.engine.connect()
+        conn = self.conn or self.engine.connect()
         sql, params = self.dialect.try_lock_sql(self.name)
-        got = bool(conn.execute(text(sql), params).scalar())
-        conn.commit()  # end the implicit transaction; the lock belongs to the session
+        try:
+            got = bool(conn.execute(text(sql), params).scalar())
+            conn.commit()  # end the implicit transaction; the lock belongs to the session
+        except BaseException:
+            conn.close()
+            raise
         if got:
             self.conn = conn
         elif self.conn is None:
@@ -76,9 +106,13 @@ class DatabaseRunLock:
             return
         log.warning("the run lock's connection was lost; taking the lock again")
         self._discard()
-        if not (self._try() and still_ours()):
-            raise RefreshFailed("lost the run lock (its connection dropped) and another run took over; "
+        if not self._try():
+            raise RefreshFailed("lost the run lock (its connection dropped) and another run holds it now; "
                                 "stopping without touching the live tables")
+        if not still_ours():
+            raise RefreshFailed("lost the run lock (its connection dropped) and another run took over "
+                                "meanwhile; stopping without touching the live tables")
+        log.warning("took the run lock again")
 
     def _holds(self) -> bool:
         assert self.conn is not None
@@ -100,16 +134,18 @@ class DatabaseRunLock:
             self.conn = None
 
     def release(self) -> None:
-        if self.conn is None:
-            return
-        sql, params = self.dialect.release_lock_sql(self.name)
-        try:
-            self.conn.execute(text(sql), params)
-            self.conn.commit()
-            self.conn.close()
-        except DBAPIError:
-            self._discard()  # the server releases the lock with the session
-        self.conn = None
+        if self.conn is not None:
+            sql, params = self.dialect.release_lock_sql(self.name)
+            try:
+                self.conn.execute(text(sql), params)
+                self.conn.commit()
+                self.conn.close()
+            except DBAPIError:
+                self._discard()  # the server releases the lock with the session
+            self.conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 class FileRunLock:

@@ -2,37 +2,54 @@
 
 A full refresh builds the three tiers into shadow tables (``<name>__new``) and swaps them in at
 once; until the swap the live tables are not touched. An incremental refresh replaces whole months
-of the live tiers, each month in one transaction. Every step is a transaction that deletes what it
-is about to insert, so a step retried after a transient error starts from a clean slate.
+of the live tiers, each month in one transaction (delete, then insert, in every tier).
+
+Every step is safe to repeat, so a step that hits a transient error (deadlock, lock wait timeout,
+lost connection) is retried as a whole: data steps are one transaction that deletes what it is
+about to insert; DDL steps (which MySQL commits statement by statement) only do what is still
+missing; the swap first looks whether an attempt whose reply was lost already did it.
+
+A refresh killed with ``kill -9`` can leave its last statement running on the server. Only a
+MySQL ``RENAME`` (the swap) could still change something after the client is gone, so a full
+refresh starts by reading each live tier: that read queues behind a dead run's rename that is still
+waiting, and the shadow tables are dropped only once it is resolved.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Executable, func, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from . import spark_engine
 from .config import Config
 from .ddl import check_source, ddl, require_tables, sorted_indexes
 from .dialects import Dialect
-from .errors import LockHeld, RefreshFailed, SummarizerError
-from .lock import make_lock
+from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SummarizerError
+from .lock import RunLock, make_lock
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers, covering_index_columns
 from .rollup import Rollup
 from .runs import FAILED, INTERRUPTED, SUCCEEDED, Run, RunLog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FULL, MONTHS, SINCE, CHANGED = "full", "months", "since", "changed"
+# --changed starts this long before the previous run began: updated_at columns often keep whole
+# seconds only, and a writer's transaction open across that moment commits rows stamped earlier.
+CHANGED_OVERLAP = dt.timedelta(minutes=1)
+HOLDER_GRACE_SECONDS = 3.0  # how long a run that finds the lock held waits for the holder's record
 
 
 class Progress(Protocol):
@@ -49,7 +66,7 @@ class LogProgress:
 
     def begin(self, label: str, total: int) -> None:
         self.label, self.total, self.done = label, total, 0
-        log.info("%s: %d steps", label, total)
+        log.info("%s: %d month(s)", label, total)
 
     def advance(self, detail: str) -> None:
         self.done += 1
@@ -74,8 +91,11 @@ class Plan:
 
     chunked: bool
     reason: str
+    engine: str = ""  # another engine computes the tiers (spark): the reason says how
 
     def describe(self) -> str:
+        if self.engine:
+            return self.reason
         return ("month chunks through the covering index" if self.chunked else "one pass over the raw table") \
             + f": {self.reason}"
 
@@ -86,7 +106,7 @@ def choose_plan(dialect: Dialect, source: Source) -> Plan:
     keys, value = wanted[:-1], wanted[-1]
     indexes = inspect(dialect.engine).get_indexes(source.financials.name)
     for index in indexes:
-        columns = index["column_names"]
+        columns = [str(c) for c in index["column_names"]]
         if columns[:len(keys)] == keys and value in columns:
             return Plan(True, f"index {index['name']} ({', '.join(columns)}) covers the GROUP BY in its order")
     leading = [i["name"] for i in indexes if i["column_names"][:1] == keys[:1]]
@@ -109,59 +129,85 @@ class Refresher:
         self.progress = progress or LogProgress()
         self.engine = dialect.engine
         self.steps: dict[str, float] = {}
+        self._steps_lock = threading.Lock()  # months may run in several threads (--jobs)
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self, request: Request) -> Run:
-        self._preflight(request)
-        lock = make_lock(self.dialect, self.config.refresh.lock_name)
-        if not lock.acquire(request.wait):
-            holder = self.runs.holder()
-            raise LockHeld("another refresh holds the lock: "
-                           + (holder.describe() if holder else "a run that has not recorded itself yet")
-                           + ("" if request.wait else "; use --wait SECONDS to wait for it"))
         try:
-            for run_id in self.runs.mark_interrupted():
+            self._preflight(request)
+            lock = make_lock(self.dialect, self.config.refresh.lock_name)
+            acquired = self._acquire(lock, request.wait)
+        except DBAPIError as exc:
+            raise DatabaseUnavailable(f"refresh could not start: {_describe(exc)}") from exc
+        if not acquired:
+            advice = f"gave up after waiting {request.wait:g}s" if request.wait else "use --wait SECONDS to wait for it"
+            raise LockHeld(f"another refresh holds the lock: {self._holder()}; {advice}")
+        try:
+            for run_id in self._retry("run history", self.runs.mark_interrupted):
                 log.warning("run %d was left running by a process that died; marked interrupted", run_id)
             return self._run_locked(request, lock)
         finally:
             lock.release()
 
     def _preflight(self, request: Request) -> None:
-        check_source(self.dialect, self.source)
+        if spark_engine.enabled(self.config):
+            spark_engine.preflight(self, request)  # checks the source the config names (maybe not this database)
+        else:
+            check_source(self.dialect, self.source)
         require_tables(self.dialect, self.schema)
-        if request.mode == CHANGED and self.source.updated_at is None:
-            raise SummarizerError("--changed needs to know when raw rows changed: set updated_at_column "
-                                  "in [source] of the config (or use --months / --since)")
+        if request.mode in (SINCE, CHANGED) and self.source.updated_at is None:
+            option = "--changed" if request.mode == CHANGED else "--since"
+            raise ConfigError(f"{option} needs to know when raw rows changed: set it to the raw table's "
+                              "last-change column (or use --months)",
+                              source=self.config.path, section="source", key="updated_at_column")
 
-    def _run_locked(self, request: Request, lock: Any) -> Run:
-        data_as_of = self._database_now()
+    def _acquire(self, lock: RunLock, wait: float) -> bool:
+        if self._retry("run lock", lambda: lock.acquire(0)):
+            return True
+        if wait <= 0:
+            return False
+        log.info("waiting up to %gs for the run lock, held by %s", wait, self._holder())
+        return self._retry("run lock", lambda: lock.acquire(wait))
+
+    def _holder(self) -> str:
+        """Who holds the lock, from the run history (giving a holder that just started time to record itself)."""
+        deadline = time.monotonic() + HOLDER_GRACE_SECONDS
+        holder = self.runs.holder()
+        while holder is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            holder = self.runs.holder()
+        return holder.describe() if holder else "a run that has not recorded itself in the run history"
+
+    def _run_locked(self, request: Request, lock: RunLock) -> Run:
+        data_as_of = self._retry("database clock", self._database_now)
         months = self._months_for(request)
         label = ",".join(f"{m:%Y-%m}" for m in months) if request.mode != FULL else None
         run = self.runs.start(request.mode, label, data_as_of)
+        log.info("run %d started: %s refresh%s", run.id, request.mode, f" of {label}" if label else "")
         self.steps = run.steps
-        check = lambda: lock.check(lambda: self.runs.is_running(run))  # noqa: E731
+        check = lambda: self._retry("run lock", lambda: lock.check(lambda: self.runs.is_running(run)))  # noqa: E731
         try:
             if request.mode == FULL:
-                self._full(run, check)
+                self._full(run, check, request.jobs)
             else:
                 self._incremental(run, months, request.jobs, check)
         except KeyboardInterrupt:
-            self.runs.finish(run, INTERRUPTED, "stopped by a signal before it finished")
+            self._record(run, INTERRUPTED, "stopped by a signal before it finished")
             raise
         except Exception as exc:
             message = _describe(exc)
-            self._record_failure(run, message)
+            self._record(run, FAILED, message)
             if isinstance(exc, SummarizerError):
                 raise
             raise RefreshFailed(f"refresh failed: {message}") from exc
-        self.runs.finish(run, SUCCEEDED)
+        self._retry("run history", lambda: self.runs.finish(run, SUCCEEDED))
         return run
 
-    def _record_failure(self, run: Run, message: str) -> None:
+    def _record(self, run: Run, status: str, message: str) -> None:
         try:
-            self.runs.finish(run, FAILED, message)
+            self._retry("run history", lambda: self.runs.finish(run, status, message))
         except Exception as exc:  # the database may be the thing that failed
-            log.error("could not record the failure of run %d: %s", run.id, _describe(exc))
+            log.error("could not record run %d as %s: %s", run.id, status, _describe(exc))
 
     def _database_now(self) -> dt.datetime:
         with self.engine.connect() as conn:
@@ -171,41 +217,54 @@ class Refresher:
     def _months_for(self, request: Request) -> tuple[dt.date, ...]:
         if request.mode == MONTHS:
             return request.months
-        if request.mode in (SINCE, CHANGED):
-            since = request.since
-            if request.mode == CHANGED:
-                last = self.runs.last_success(modes=(FULL, CHANGED))
-                if last is None or last.data_as_of is None:
-                    raise SummarizerError("--changed needs an earlier successful full or --changed refresh "
-                                          "to start from: run `summarizer refresh` once first")
-                since = last.data_as_of
-                log.info("changed since %s (the start of run %d)", since, last.id)
-            with self.engine.connect() as conn:
-                return tuple(_as_date(m) for m in conn.execute(self.rollup.changed_months(), {"since": since}).scalars())
+        if request.mode == SINCE:
+            return self._changed_months(request.since)
+        if request.mode == CHANGED:
+            last = self.runs.last_success(modes=(FULL, CHANGED))
+            if last is None or last.data_as_of is None:
+                raise SummarizerError("--changed needs an earlier successful full or --changed refresh "
+                                      "to start from: run `summarizer refresh` once first")
+            since = last.data_as_of.replace(microsecond=0) - CHANGED_OVERLAP
+            log.info("changed since %s (run %d started at %s)", since, last.id, last.data_as_of)
+            return self._changed_months(since)
         return ()
 
+    def _changed_months(self, since: dt.datetime | None) -> tuple[dt.date, ...]:
+        def read() -> tuple[dt.date, ...]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(self.rollup.changed_months(), {"since": since}).scalars()
+                return tuple(_as_date(m) for m in rows)
+        return self._retry("changed months", read)
+
     # --- steps ------------------------------------------------------------------------------------
-    def _retrying(self, what: str) -> Retrying:
+    def _retrying(self, what: str, *, lock_timeouts: bool = True) -> Retrying:
         cfg = self.config.refresh
+
+        def transient(exc: BaseException) -> bool:
+            return self.dialect.is_transient(exc) and (lock_timeouts or not self.dialect.is_lock_timeout(exc))
 
         def before_sleep(state: RetryCallState) -> None:
             assert state.outcome is not None and state.next_action is not None
             log.warning("%s: transient error, retry %d of %d in %.1fs: %s", what, state.attempt_number,
                         cfg.retry_attempts - 1, state.next_action.sleep, _describe(state.outcome.exception()))
 
-        # Only errors that can succeed on a second try; a step deletes what it inserts, so it is safe to repeat.
-        return Retrying(retry=retry_if_exception(self.dialect.is_transient),
-                        stop=stop_after_attempt(cfg.retry_attempts),
+        # Only errors that can succeed on a second try; every step is safe to repeat (module docstring).
+        return Retrying(retry=retry_if_exception(transient), stop=stop_after_attempt(cfg.retry_attempts),
                         wait=wait_random_exponential(multiplier=cfg.retry_initial_wait, max=cfg.retry_max_wait),
                         before_sleep=before_sleep, reraise=True)
 
+    def _retry(self, what: str, work: Callable[[], T], *, lock_timeouts: bool = True) -> T:
+        """``work()``, tried again after transient database errors."""
+        return self._retrying(what, lock_timeouts=lock_timeouts)(work)
+
     def execute(self, what: str, statements: Sequence[Executable | str], params: dict[str, Any] | None = None) -> None:
         """Run ``statements`` in one transaction, retried as a whole on transient errors."""
-        for attempt in self._retrying(what):
-            with attempt, self.engine.begin() as conn:
+        def once() -> None:
+            with self.engine.begin() as conn:
                 self.dialect.prepare_refresh_session(conn, self.config.refresh.tmp_table_size)
                 for statement in statements:
                     conn.execute(text(statement) if isinstance(statement, str) else statement, params or {})
+        self._retry(what, once)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -213,23 +272,38 @@ class Refresher:
         try:
             yield
         finally:
-            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            with self._steps_lock:
+                self.steps[name] = self.steps.get(name, 0.0) + elapsed
+
+    def _count(self, tiers: Tiers) -> dict[str, int | None]:
+        def read() -> dict[str, int | None]:
+            with self.engine.connect() as conn:
+                return {name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                        for name, t in tiers.by_name().items()}
+        return self._retry("count rows", read)
+
+    def _table_names(self) -> set[str]:
+        return set(inspect(self.engine).get_table_names())
 
     # --- full refresh -------------------------------------------------------------------------------
-    def _full(self, run: Run, check: Callable[[], None]) -> None:
+    def _full(self, run: Run, check: Callable[[], None], jobs: int = 1) -> None:
         live, shadow = self.schema.live(), self.schema.tiers(SHADOW_SUFFIX)
-        plan = choose_plan(self.dialect, self.source)
+        spark = spark_engine.enabled(self.config)
+        plan = spark_engine.plan(self) if spark else choose_plan(self.dialect, self.source)
         run.plan = plan.describe()
         (log.info if plan.chunked else log.warning)("plan: %s", run.plan)
         stamp = run.started_at
         with self.timed("prepare"):
             self._create_shadows(live, shadow)
-        with self.timed("months"):
-            months = self._full_months(shadow, plan, stamp)
-        self._full_chunks(shadow, months, stamp, plan.chunked, check)
+        if spark:
+            spark_engine.fill_shadows(self, shadow, stamp, check)
+        else:
+            with self.timed("months"):
+                months = self._full_months(shadow, plan, stamp)
+            self._full_chunks(shadow, months, stamp, plan.chunked, check, jobs)
         with self.timed("indexes"):
-            self.execute("indexes", [ddl(CreateIndex(i), self.engine.dialect)
-                                     for t in shadow for i in sorted_indexes(t)])
+            self._retry("indexes", lambda: self._create_indexes(shadow))
         run.rows = self._count(shadow)
         check()
         with self.timed("swap"):
@@ -237,50 +311,75 @@ class Refresher:
         log.info("swapped in: %s", ", ".join(f"{t} {n} rows" for t, n in run.rows.items()))
 
     def _create_shadows(self, live: Tiers, shadow: Tiers) -> None:
+        # The probes come first: they wait for a dead run's rename that is still queued (module docstring).
+        probes = [self.rollup.probe(t) for t in live]
         leftovers = [t.name + suffix for t in live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
         creates = [ddl(CreateTable(t), self.engine.dialect) for t in shadow]  # secondary indexes come after the load
-        self.execute("prepare", [self.dialect.drop_table_if_exists(name) for name in leftovers] + creates)
+        self.execute("prepare", [*probes, *(self.dialect.drop_table_if_exists(name) for name in leftovers), *creates])
 
     def _full_months(self, shadow: Tiers, plan: Plan, stamp: dt.datetime) -> list[dt.date]:
         if not plan.chunked:
             with self.timed("tier1"):
-                self.execute("tier1 (one pass)", [self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
+                log.info("tier1: one pass over the raw table")
+                self.execute("tier1 (one pass)", [self.rollup.delete_all(shadow.asin),
+                                                  self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
             query = self.rollup.table_months(shadow.asin)
         else:
-            query = self.rollup.source_months()
-        with self.engine.connect() as conn:
-            return [_as_date(m) for m in conn.execute(query).scalars()]
+            query = self.rollup.source_months() if self.dialect.LOOSE_INDEX_SCAN \
+                else self.rollup.source_months_by_lookups()
+
+        def read() -> list[dt.date]:
+            with self.engine.connect() as conn:
+                return [_as_date(m) for m in conn.execute(query).scalars()]
+        return self._retry("months", read)
 
     def _full_chunks(self, shadow: Tiers, months: list[dt.date], stamp: dt.datetime, chunked: bool,
-                     check: Callable[[], None]) -> None:
+                     check: Callable[[], None], jobs: int = 1) -> None:
         t1, t2, t3 = shadow
         steps = [("tier1", [self.rollup.delete_month(t1), self.rollup.tier1_insert(t1, stamp, by_month=True)])] \
             if chunked else []
         steps += [("tier2", [self.rollup.delete_month(t2), *self.rollup.tier2_inserts(t2, t1, stamp)]),
                   ("tier3", [self.rollup.delete_month(t3), self.rollup.tier3_insert(t3, t2, stamp)])]
+
+        def month_steps(month: dt.date) -> None:
+            for name, statements in steps:
+                with self.timed(name):
+                    self.execute(f"{name} {month:%Y-%m}", statements, {"month": month})
         self.progress.begin("full refresh", len(months))
         try:
+            if jobs > 1:  # the shadow tiers' months are independent: several at once, one connection each
+                self._parallel(months, jobs, check, month_steps)
+                return
             for month in months:
                 check()
-                for name, statements in steps:
-                    with self.timed(name):
-                        self.execute(f"{name} {month:%Y-%m}", statements, {"month": month})
+                month_steps(month)
                 self.progress.advance(f"{month:%Y-%m}")
         finally:
             self.progress.end()
 
-    def _count(self, tiers: Tiers) -> dict[str, int | None]:
-        with self.engine.connect() as conn:
-            return {name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                    for name, t in tiers.by_name().items()}
+    def _create_indexes(self, shadow: Tiers) -> None:
+        """The shadow tiers' secondary indexes that do not exist yet (MySQL commits each one on its own)."""
+        inspector = inspect(self.engine)
+        missing = [index for table in shadow
+                   for index in sorted_indexes(table)
+                   if index.name not in {i["name"] for i in inspector.get_indexes(table.name)}]
+        with self.engine.begin() as conn:
+            for index in missing:
+                conn.execute(text(ddl(CreateIndex(index), self.engine.dialect)))
 
     def _swap(self, pairs: list[tuple[Any, Any]]) -> None:
         """Each phase in one transaction; a metadata-lock timeout gives way to readers, then tries again."""
         cfg = self.config.refresh
-        for phase in self.dialect.swap_phases(pairs, cfg.swap_lock_timeout):
+        shadows = {shadow.name for _, shadow in pairs}
+        for index, phase in enumerate(self.dialect.swap_phases(pairs, cfg.swap_lock_timeout)):
+            def once(phase: list[str] = phase, first: bool = index == 0) -> None:
+                if first and not shadows & self._table_names():
+                    log.warning("swap: already done by an attempt whose reply was lost")
+                    return
+                self._swap_phase(phase)
             for attempt in range(1, cfg.swap_attempts + 1):
                 try:
-                    self.execute("swap", phase)
+                    self._retry("swap", once, lock_timeouts=False)
                     break
                 except Exception as exc:
                     if not self.dialect.is_lock_timeout(exc) or attempt == cfg.swap_attempts:
@@ -289,19 +388,33 @@ class Refresher:
                                 cfg.swap_lock_timeout, attempt, cfg.swap_attempts)
                     time.sleep(min(1.0, cfg.swap_lock_timeout / 3))
 
+    def _swap_phase(self, statements: list[str]) -> None:
+        with self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    for statement in statements:
+                        conn.execute(text(statement))
+            finally:
+                conn.invalidate()  # the phase shortened the session's lock wait: that must not outlive it
+
     # --- incremental refresh --------------------------------------------------------------------
     def _incremental(self, run: Run, months: Sequence[dt.date], jobs: int, check: Callable[[], None]) -> None:
         live = self.schema.live()
         statements = self.rollup.month_statements(list(live), run.started_at)
-        if months and not choose_plan(self.dialect, self.source).chunked:
+        spark = spark_engine.enabled(self.config)
+        if months and not spark and not choose_plan(self.dialect, self.source).chunked:
             log.warning("the raw table has no covering index: each month reads the whole table "
                         "(run `summarizer init --source-indexes`)")
-        self.progress.begin(f"{len(months)} month(s)", len(months))
-        try:
-            with self.timed("months"):
-                self._parallel(months, jobs, check, lambda m: self.execute(f"month {m:%Y-%m}", statements, {"month": m}))
-        finally:
-            self.progress.end()
+        # spark: Spark computes the months into staging tables first; each month then moves in one transaction
+        months_work = spark_engine.staged(self, run, months, check) if spark else \
+            nullcontext(lambda m: self.execute(f"month {m:%Y-%m}", statements, {"month": m}))
+        with months_work as work:
+            self.progress.begin(f"{run.mode} refresh", len(months))
+            try:
+                with self.timed("months"):
+                    self._parallel(months, jobs, check, work)
+            finally:
+                self.progress.end()
         run.rows = self._count(live)
 
     def _parallel(self, months: Sequence[dt.date], jobs: int, check: Callable[[], None],

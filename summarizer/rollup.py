@@ -66,7 +66,7 @@ class Rollup:
                 (("month", s.month), ("asin", s.asin), ("marketplace", s.marketplace), ("metric", s.metric))]
         grouped = select(*keys, func.sum(f.c[s.value.name]).label("value"), func.count().label("row_count"))
         grouped = _month_filter(grouped, f.c[s.month.name], self._month(by_month))
-        g = grouped.group_by(*(f.c[k.element.name] for k in keys)).subquery("g")  # type: ignore[attr-defined]
+        g = grouped.group_by(*(f.c[k.element.name] for k in keys)).subquery("g")
         p, b = s.products.alias("p"), s.brands.alias("b")
         product_brand = p.c[s.product_brand.name]
         brand = func.coalesce(product_brand, self.unassigned)
@@ -123,17 +123,52 @@ class Rollup:
     def delete_month(self, table: Table) -> Delete:
         return delete(table).where(table.c.month == self.month)
 
+    def staged_month_statements(self, tiers: Sequence[Table], staged: Sequence[Table]) -> list[Delete | Insert]:
+        """Replace one month (``:month``) in every tier with its rows from ``staged`` (computed elsewhere)."""
+        statements: list[Delete | Insert] = []
+        for target, stage in zip(tiers, staged, strict=True):
+            columns = [c.name for c in target.columns]
+            rows = select(*(stage.c[c] for c in columns)).where(stage.c.month == self.month)
+            statements += [self.delete_month(target), insert(target).from_select(columns, rows)]
+        return statements
+
+    def source_month_predicate(self, month: dt.date) -> ColumnElement[bool]:
+        """The raw rows of one month: the WHERE clause of one partition of a parallel read."""
+        return self.source.financials.c[self.source.month.name] == literal(month, Date)
+
+    @staticmethod
+    def delete_all(table: Table) -> Delete:
+        return delete(table)
+
+    @staticmethod
+    def probe(table: Table) -> Select[Any]:
+        """Reads at most one row; queues behind a rename of ``table`` that is waiting for readers."""
+        return select(literal(1)).select_from(table).limit(1)
+
     # --- months ---------------------------------------------------------------------------------
-    def source_months(self) -> Select[tuple[dt.date]]:
+    def source_months(self) -> Select[Any]:
         """Distinct months of the raw table (a loose index scan where month leads an index)."""
         month = self.source.financials.c[self.source.month.name]
         return select(month).distinct().order_by(month)
 
+    def source_months_by_lookups(self) -> Select[Any]:
+        """The same months, one index lookup each (``MIN(month) WHERE month > previous``, recursively).
+
+        For databases without a loose index scan (PostgreSQL), where ``SELECT DISTINCT`` reads the
+        whole index; use it only where an index leads with month, or each lookup scans the table.
+        """
+        month = self.source.financials.c[self.source.month.name]
+        first = select(func.min(month).label("month")).cte("months", recursive=True)
+        previous = first.alias("previous")
+        following = select(func.min(month)).where(month > previous.c.month).scalar_subquery()
+        months = first.union_all(select(following).where(previous.c.month.is_not(None)))
+        return select(months.c.month).where(months.c.month.is_not(None)).order_by(months.c.month)
+
     @staticmethod
-    def table_months(table: Table) -> Select[tuple[dt.date]]:
+    def table_months(table: Table) -> Select[Any]:
         return select(table.c.month).distinct().order_by(table.c.month)
 
-    def changed_months(self) -> Select[tuple[dt.date]]:
+    def changed_months(self) -> Select[Any]:
         """Months with raw rows changed at or after ``:since`` (needs the updated_at column)."""
         s = self.source
         assert s.updated_at is not None

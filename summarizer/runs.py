@@ -23,7 +23,7 @@ RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "int
 
 def utcnow() -> dt.datetime:
     """Naive UTC, to the second: the form every timestamp summarizer writes takes."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
 @dataclass
@@ -53,7 +53,8 @@ class Run:
                    host=m["host"], pid=m["pid"], version=m["version"])
 
     def describe(self) -> str:
-        return f"run {self.id} ({self.mode}) on {self.host} pid {self.pid}, started {self.started_at:%Y-%m-%d %H:%M:%S} UTC"
+        return (f"run {self.id} ({self.mode}) on host {self.host} pid {self.pid}, "
+                f"started {self.started_at:%Y-%m-%d %H:%M:%S} UTC")
 
     def as_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -78,7 +79,7 @@ class RunLog:
                   "version": __version__}
         with self.engine.begin() as conn:
             run_id = conn.execute(insert(self.table).values(values)).inserted_primary_key[0]  # type: ignore[index]
-        return Run(id=int(run_id), **{k: v for k, v in values.items()})  # type: ignore[arg-type]
+        return Run(id=int(run_id), **values)  # type: ignore[arg-type]
 
     def finish(self, run: Run, status: str, error: str | None = None) -> None:
         run.status, run.error, run.finished_at = status, error, utcnow()

@@ -12,8 +12,10 @@ runs everywhere and the same seed gives the same rows on every engine (SQLite: v
 
 The shape the refresh and its tests rely on:
 
-* ASIN popularity is skewed (index ``floor(asins * r**3)``), marketplaces too (``floor(m * r**2)``),
-  so popular keys get several raw rows per (asin, marketplace, month, metric);
+* ASIN popularity is skewed (index ``floor(asins * r**skew)``, ``skew`` 3 by default), marketplaces
+  too (``floor(m * r**2)``), so popular keys get several raw rows per (asin, marketplace, month, metric);
+  ``rows_per_key`` consecutive rows share one drawn key (as daily rows share their month), so the
+  rollup compresses about that much more;
 * ASIN index ``i`` has no products row when ``i % 33 == 16`` (3 %), a NULL brand when
   ``i % 33 == 5`` (3 %), a brand id without a brands row when ``i % 211 == 11``; brand ``b`` has a
   NULL category when ``b % 33 == 4`` (3 %): all four exist as soon as ``asins >= 17`` and ``brands >= 4``;
@@ -61,9 +63,11 @@ class Shape:
         "ad_spend", "shipping", "tax", "promotions", "returns",
     )
     seed: int = 42
+    skew: int = 3  # ASIN popularity exponent: index floor(asins * r**skew); higher: more rows per key
+    rows_per_key: int = 1  # consecutive raw rows sharing one drawn (asin, marketplace, month, metric), like daily rows
 
     def __post_init__(self) -> None:
-        _check_positive(rows=self.rows, months=self.months)
+        _check_positive(rows=self.rows, months=self.months, skew=self.skew, rows_per_key=self.rows_per_key)
         _check_positive(asins=self.asins, brands=self.brands, categories=self.categories)
         if self.first_month.day != 1:
             raise UsageError(f"first_month must be the first day of a month, not {self.first_month}")
@@ -262,23 +266,26 @@ def _powers_of_ten(exponent: str, count: int) -> str:
     return f"CASE {exponent} {whens} END"
 
 
-def _hashed(d: _Dialect, seed: int, streams: Sequence[str], lo: int, hi: int) -> str:
-    """FROM item: row numbers ``n`` in ``lo..hi`` with one hash column per stream name."""
-    columns = "".join(f", {_stream(seed, name, 'n')} AS {name}" for name in streams)
+def _hashed(d: _Dialect, seed: int, streams: Sequence[str], lo: int, hi: int, key: str = "n",
+            keyed: Sequence[str] = ()) -> str:
+    """FROM item: row numbers ``n`` in ``lo..hi`` with one hash column per stream name (``keyed`` ones hash ``key``)."""
+    columns = "".join(f", {_stream(seed, name, key if name in keyed else 'n')} AS {name}" for name in streams)
     return f"(SELECT n{columns} FROM {d.row_source(lo, hi)}) AS h"
 
 
 def _financials_select(d: _Dialect, shape: Shape, lo: int, hi: int) -> str:
     """The SELECT that makes financials rows ``lo..hi`` (row numbers, 1-based)."""
     r = d.unit_float.format(x="popularity")
-    asin_index = d.floor_of.format(x=f"{shape.asin_count} * {r} * {r} * {r}")
+    asin_index = d.floor_of.format(x=" * ".join([str(shape.asin_count), *[r] * shape.skew]))
     marketplace = d.idiv.format(a=f"{len(shape.marketplaces)} * (place % 1024) * (place % 1024)", b=1024 * 1024)
     month = f"({d.idiv.format(a='place', b=1024)} % {shape.months})"
     metric = f"(kind % {len(shape.metrics)})"
+    key = "n" if shape.rows_per_key == 1 else d.idiv.format(a="n", b=shape.rows_per_key)
+    keyed = ("popularity", "place", "kind")  # the key columns; amount (the value) stays per row
     return (
         f"SELECT {d.asin.format(i=asin_index)}, {_pick(marketplace, shape.marketplaces, 'mp')},"
         f" {d.month.format(k=month)}, {_pick(metric, shape.metrics, 'mt')}, {_value(d)}"
-        f" FROM {_hashed(d, shape.seed, ('popularity', 'place', 'kind', 'amount'), lo, hi)}"
+        f" FROM {_hashed(d, shape.seed, ('popularity', 'place', 'kind', 'amount'), lo, hi, key, keyed)}"
     )
 
 

@@ -14,7 +14,19 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Column, Date, DateTime, Engine, Integer, MetaData, Numeric, String, Table, delete, func, insert,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
     select,
 )
 from sqlalchemy.types import REAL
@@ -95,7 +107,10 @@ def reload_rows(engine: Engine, tables: dict[str, Table], data: Dataset) -> None
                      [{**r, "value": float(r["value"])} if floats else r for r in data.rows])
 
 
-def expected_tiers(data: Dataset, all_marketplace: str = "ALL", unassigned: int = 0) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
+TierRows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
+
+
+def expected_tiers(data: Dataset, all_marketplace: str = "ALL", unassigned: int = 0) -> TierRows:
     """tier name -> key -> (attributes..., value, row_count), computed without summarizer."""
     t1: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [None, None, Decimal(0), 0])
     for row in data.rows:
@@ -144,13 +159,15 @@ def _norm(value: Any) -> Any:
 def assert_tiers_equal(expected: dict[str, dict[Any, Any]], actual: dict[str, dict[Any, Any]], exact: bool) -> None:
     for tier in ("asin", "brand", "category"):
         want, have = expected[tier], actual[tier]
-        assert set(have) == set(want), f"{tier}: keys differ: missing {set(want) - set(have)}, extra {set(have) - set(want)}"
+        missing, extra = set(want) - set(have), set(have) - set(want)
+        assert not missing and not extra, f"{tier}: keys differ: missing {missing}, extra {extra}"
         for key, want_row in want.items():
             have_row = have[key]
             assert have_row[:-2] == want_row[:-2], f"{tier} {key}: attributes {have_row} != {want_row}"
             assert have_row[-1] == want_row[-1], f"{tier} {key}: row_count {have_row[-1]} != {want_row[-1]}"
             if exact:
-                assert Decimal(str(have_row[-2])) == want_row[-2], f"{tier} {key}: value {have_row[-2]} != {want_row[-2]}"
+                value = Decimal(str(have_row[-2]))
+                assert value == want_row[-2], f"{tier} {key}: value {value} != {want_row[-2]}"
             else:
                 assert abs(float(have_row[-2]) - float(want_row[-2])) <= 1e-6 * max(1.0, abs(float(want_row[-2])))
 

@@ -1,0 +1,465 @@
+"""The spark engine: the three tiers computed on Apache Spark and written into the serving database.
+
+Spark only computes. The summarizer process keeps the rest, exactly as with the database engine: it
+takes the run lock, records the run, creates the tables Spark writes into, and afterwards indexes,
+counts and swaps them in (full refresh) or replaces each month of the live tiers in one transaction
+(incremental refresh, from staging tables ``<tier>__stage``). Spark fails, if it fails, before any
+of that touches a live tier; its message (first line) becomes the run's error.
+
+Sources (``[spark] source``):
+
+* ``jdbc``: the raw table read over JDBC with one partition per month (one ``WHERE month = ...``
+  predicate each, served by the covering index), ``products`` and ``brands`` read whole;
+* ``parquet``: ``<parquet_path>/<financials_table>/<month_column>=YYYY-MM-01/*.parquet`` and
+  ``<parquet_path>/<products_table>/``, ``<parquet_path>/<brands_table>/``, same column names.
+
+The DataFrame code mirrors rollup.py's SQL, which is the specification: tier 1 aggregated from the
+raw rows, then joined to products and brands (unassigned id for a missing product, a NULL brand, a
+missing brand or a NULL category; category unassigned whenever the brand is); tier 2 from tier 1 per
+marketplace plus the ``ALL`` rows from those; tier 3 from tier 2's ``ALL`` rows. Sums stay DECIMAL
+(at most 38 digits in Spark; ANSI mode turns an overflow into an error, never a NULL) and
+``refreshed_at`` is the run's start time.
+
+pyspark is optional (``summarizer[spark]``): it is imported only when the engine runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import URL
+from sqlalchemy.schema import CreateTable
+
+from .config import Config
+from .ddl import check_source, ddl
+from .errors import ConfigError, RefreshFailed
+from .model import Tiers
+from .rollup import TIER1_COLUMNS, TIER2_COLUMNS, TIER3_COLUMNS
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from .refresh import Plan, Refresher, Request
+    from .runs import Run
+
+log = logging.getLogger(__name__)
+
+SPARK = "spark"
+EXTRA = "summarizer[spark]"
+STAGE_SUFFIX = "__stage"
+MAX_PRECISION = 38  # Spark's widest DECIMAL
+# What Spark's launcher accepts (anything else only makes it exit before pyspark can say why), and Connect.
+MASTER_PREFIXES = ("local", "spark://", "yarn", "k8s://", "sc://")
+WRITE_BATCH = 10_000
+COLUMNS = {"asin": TIER1_COLUMNS, "brand": TIER2_COLUMNS, "category": TIER3_COLUMNS}
+
+
+def enabled(config: Config) -> bool:
+    return bool(config.refresh.engine == SPARK)
+
+
+# --- the JDBC side ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """How Spark reaches one kind of serving database over JDBC."""
+
+    scheme: str
+    port: int
+    driver: str
+    options: str
+
+
+# The MariaDB driver under a jdbc:mysql: URL: Spark picks its MySQL dialect (backtick quoting) only for
+# that scheme; Connector/J 3.x accepts it only with permitMysqlScheme (2.x accepts it anyway).
+FLAVOURS = {
+    "mysql": Flavour("jdbc:mysql", 3306, "org.mariadb.jdbc.Driver", "permitMysqlScheme&rewriteBatchedStatements=true"),
+    "postgresql": Flavour("jdbc:postgresql", 5432, "org.postgresql.Driver", "reWriteBatchedInserts=true"),
+}
+
+
+@dataclass(frozen=True)
+class Jdbc:
+    """A JDBC URL without credentials, and the properties that carry them (never logged)."""
+
+    url: str
+    properties: dict[str, str]
+
+    def describe(self) -> str:
+        return self.url.split("?", 1)[0]
+
+
+def jdbc_for(url: URL) -> Jdbc:
+    """The JDBC form of a SQLAlchemy URL (mysql/mariadb or postgresql)."""
+    backend = "mysql" if url.get_backend_name() in ("mysql", "mariadb") else url.get_backend_name()
+    flavour = FLAVOURS.get(backend)
+    if flavour is None:
+        raise ConfigError(f"the spark engine writes into MySQL/MariaDB or PostgreSQL, not {backend}",
+                          section="database", key="url")
+    address = f"{url.host or 'localhost'}:{url.port or flavour.port}"
+    properties = {"driver": flavour.driver}
+    properties.update({k: v for k, v in (("user", url.username), ("password", url.password)) if v})
+    return Jdbc(f"{flavour.scheme}://{address}/{url.database or ''}?{flavour.options}", properties)
+
+
+# --- checks before the run starts -------------------------------------------------------------------
+
+
+def preflight(refresher: Refresher, request: Request) -> None:
+    """Everything that can be wrong before Spark starts; raises before any run is recorded."""
+    config = refresher.config
+    jdbc_for(refresher.engine.url)
+    if not config.spark.master.startswith(MASTER_PREFIXES):
+        raise ConfigError(f"{config.spark.master!r} is not a Spark master URL: expected local[*], spark://host:7077, "
+                          "yarn, k8s://... or a Spark Connect sc://host:15002", section="spark", key="master")
+    _require_pyspark()
+    remote = config.spark.master.startswith("sc://")
+    if not remote and not shutil.which("java"):
+        raise ConfigError("the spark engine needs Java 17 or later on the PATH (Debian: default-jre-headless)")
+    if not remote:
+        _check_jars(config)
+    if config.spark.source == "jdbc":
+        check_source(refresher.dialect, refresher.source)
+        return
+    if request.mode in ("since", "changed"):
+        raise ConfigError("--since and --changed read the raw table's updated_at in the database; with "
+                          "source = parquet use --months", source=config.path, section="spark", key="source")
+    _check_parquet(config)
+
+
+def _require_pyspark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"the spark engine needs pyspark, which is not installed: pip install '{EXTRA}'") from None
+
+
+def _check_jars(config: Config) -> None:
+    missing = [jar for jar in config.spark.jars if "://" not in jar and not Path(jar).is_file()]
+    if missing:
+        raise ConfigError(f"no such file: {', '.join(missing)} (Debian: apt-get install libmariadb-java "
+                          "libpostgresql-jdbc-java)", source=config.path, section="spark", key="jars")
+
+
+def _check_parquet(config: Config) -> None:
+    root, s = config.spark.parquet_path, config.source
+    if not root:
+        raise ConfigError("source = parquet needs parquet_path", source=config.path, section="spark",
+                          key="parquet_path")
+    if "://" in root:
+        return  # a remote file system (s3a://, hdfs://): Spark itself says what is missing
+    tables = (s.financials_table, s.products_table, s.brands_table)
+    missing = [name for name in tables if not (Path(root) / name).is_dir()]
+    if missing:
+        raise ConfigError(f"{root} holds no folder {', '.join(missing)} (one per source table)",
+                          source=config.path, section="spark", key="parquet_path")
+
+
+def plan(refresher: Refresher) -> Plan:
+    """What the run record and the log say about how the tiers are computed."""
+    from .refresh import Plan, choose_plan  # refresh imports this module: import at call time
+
+    config = refresher.config
+    where = f"spark ({config.spark.master})"
+    if config.spark.source == "parquet":
+        return Plan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
+    database = choose_plan(refresher.dialect, refresher.source)
+    read = "one JDBC partition per month" if database.chunked else \
+        "one JDBC partition per month, each scanning the whole raw table (no covering index: run " \
+        "`summarizer init --source-indexes`)"
+    return Plan(database.chunked, f"{where} reads the raw table in {read}", engine=SPARK)
+
+
+# --- the two entry points ---------------------------------------------------------------------------
+
+
+def fill_shadows(refresher: Refresher, shadow: Tiers, stamp: dt.datetime, check: Callable[[], None]) -> None:
+    """A full refresh's compute step: every month of every tier, written into the (empty) shadow tables."""
+    job = TierJob(refresher)
+    months = None if refresher.config.spark.source == "parquet" else job.source_months()
+    job.write_tiers(shadow, stamp, months, check)
+
+
+@contextmanager
+def staged(refresher: Refresher, run: Run, months: Sequence[dt.date],
+           check: Callable[[], None]) -> Iterator[Callable[[dt.date], None]]:
+    """Spark computes ``months`` into staging tables; yields the per-month step that moves one month
+    into the live tiers (one transaction: delete, insert from staging). Staging is dropped afterwards."""
+    live, stage = refresher.schema.live(), refresher.schema.tiers(STAGE_SUFFIX)
+    statements = refresher.rollup.staged_month_statements(list(live), list(stage))
+
+    def move(month: dt.date) -> None:
+        refresher.execute(f"month {month:%Y-%m}", statements, {"month": month})
+    if not months:
+        yield move
+        return
+    drops = [refresher.dialect.drop_table_if_exists(t.name) for t in stage]
+    refresher.execute("staging tables", [*drops, *(ddl(CreateTable(t), refresher.engine.dialect) for t in stage)])
+    try:
+        TierJob(refresher).write_tiers(stage, run.started_at, list(months), check)
+        yield move
+    finally:
+        try:
+            refresher.execute("drop staging tables", drops)
+        except Exception as exc:  # the next run drops them; do not hide the error that got us here
+            log.warning("could not drop the staging tables: %s", exc)
+
+
+# --- the job ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The values the tiers' semantics depend on."""
+
+    unassigned: int
+    all_marketplace: str
+    precision: int
+    scale: int
+    stamp: dt.datetime
+
+
+class TierJob:
+    """One Spark computation of the three tiers, from the configured source into three tables."""
+
+    def __init__(self, refresher: Refresher) -> None:
+        self.refresher = refresher
+        self.config = refresher.config
+        self.jdbc = jdbc_for(refresher.engine.url)
+        self.quote = refresher.dialect.quote
+
+    def source_months(self) -> list[dt.date]:
+        def read() -> list[dt.date]:
+            with self.refresher.engine.connect() as conn:
+                return [_as_date(m) for m in conn.execute(self.refresher.rollup.source_months()).scalars()]
+        return self.refresher._retry("months", read)
+
+    def write_tiers(self, targets: Tiers, stamp: dt.datetime, months: Sequence[dt.date] | None,
+                    check: Callable[[], None]) -> None:
+        """Compute the tiers of ``months`` (None: all of them) and append them to ``targets``."""
+        summary = self.config.summary
+        rules = Rules(summary.unassigned_id, summary.all_marketplace, min(MAX_PRECISION, summary.value_precision),
+                      summary.value_scale, stamp)
+        timed = self.refresher.timed
+        with spark_errors():
+            with timed("spark session"):
+                spark = session(self.config)
+            raw, products, brands = self._sources(spark, months)
+            t1 = tier1(raw, products, brands, rules).persist()  # read once: written, and the source of tier 2
+            t2 = tier2(t1, rules).persist()
+            try:
+                for name, frame in (("asin", t1), ("brand", t2), ("category", tier3(t2, rules))):
+                    check()
+                    with timed(f"spark {name}"):
+                        self._write(frame, targets.by_name()[name])
+            finally:
+                t1.unpersist()
+                t2.unpersist()
+
+    # --- reading ----------------------------------------------------------------------------------
+    def _sources(self, spark: SparkSession, months: Sequence[dt.date] | None) -> tuple[DataFrame, DataFrame, DataFrame]:
+        s = self.config.source
+        if self.config.spark.source == "parquet":
+            root = self.config.spark.parquet_path.rstrip("/")
+            raw = spark.read.parquet(f"{root}/{s.financials_table}")
+            products = spark.read.parquet(f"{root}/{s.products_table}")
+            brands = spark.read.parquet(f"{root}/{s.brands_table}")
+        else:
+            rollup = self.refresher.rollup
+            everything = months if months is not None else self.source_months()
+            predicates = [self._literal_sql(rollup.source_month_predicate(m)) for m in everything]
+            raw = self._jdbc(spark, s.financials_table, predicates)
+            products, brands = self._jdbc(spark, s.products_table), self._jdbc(spark, s.brands_table)
+        return raw_rows(raw, self.config, months), product_rows(products, self.config), brand_rows(brands, self.config)
+
+    def _literal_sql(self, clause: Any) -> str:
+        dialect = self.refresher.engine.dialect
+        return str(clause.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+    def _jdbc(self, spark: SparkSession, table: str, predicates: list[str] | None = None) -> DataFrame:
+        properties = {**self.jdbc.properties, "fetchsize": str(self.config.spark.fetch_size)}
+        if predicates is None:
+            return spark.read.jdbc(self.jdbc.url, self.quote(table), properties=properties)
+        return spark.read.jdbc(self.jdbc.url, self.quote(table), predicates=predicates, properties=properties)
+
+    # --- writing ----------------------------------------------------------------------------------
+    def _write(self, frame: DataFrame, table: Table) -> None:
+        """Append ``frame`` to ``table``, each writer in primary-key order (InnoDB appends, no page splits)."""
+        keys = [c.name for c in table.primary_key.columns]
+        partitions = self.config.spark.write_partitions
+        ordered = frame.repartitionByRange(partitions, *keys).sortWithinPartitions(*keys)
+        properties = {**self.jdbc.properties, "batchsize": str(WRITE_BATCH)}
+        log.info("spark: writing %s through %d JDBC connection(s) to %s", table.name, partitions,
+                 self.jdbc.describe())
+        ordered.write.jdbc(self.jdbc.url, self.quote(table.name), mode="append", properties=properties)
+
+
+# --- the tiers as DataFrames ---------------------------------------------------------------------------
+
+
+def raw_rows(frame: DataFrame, config: Config, months: Sequence[dt.date] | None) -> DataFrame:
+    """The raw table's columns under their role names; ``months`` keeps only those (Parquet: pruned)."""
+    from pyspark.sql import functions as F
+
+    s = config.source
+    month = F.col(s.month_column).cast("date")
+    rows = frame.select(month.alias("month"), F.col(s.asin_column).alias("asin"),
+                        F.col(s.marketplace_column).alias("marketplace"), F.col(s.metric_column).alias("metric"),
+                        F.col(s.value_column).alias("value"))
+    return rows if months is None else rows.where(F.col("month").isin(list(months)))
+
+
+def product_rows(frame: DataFrame, config: Config) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    s = config.source
+    return frame.select(F.col(s.product_asin_column).alias("p_asin"),
+                        F.col(s.product_brand_column).cast("long").alias("p_brand"))
+
+
+def brand_rows(frame: DataFrame, config: Config) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    s = config.source
+    return frame.select(F.col(s.brand_id_column).cast("long").alias("b_id"),
+                        F.col(s.brand_category_column).cast("long").alias("b_category"))
+
+
+def tier1(raw: DataFrame, products: DataFrame, brands: DataFrame, rules: Rules) -> DataFrame:
+    """rollup.tier1_select: aggregate the raw rows first, then look up brand and category per group."""
+    from pyspark.sql import functions as F
+
+    grouped = raw.groupBy("month", "asin", "marketplace", "metric").agg(
+        F.sum(_exact(raw.schema["value"].dataType, F.col("value"), rules)).alias("value"),
+        F.count(F.lit(1)).alias("row_count"))
+    joined = grouped.join(products, grouped["asin"] == products["p_asin"], "left") \
+        .join(brands, F.col("p_brand") == F.col("b_id"), "left")
+    unassigned = F.lit(rules.unassigned).cast("long")
+    brand = F.coalesce(F.col("p_brand"), unassigned)
+    category = F.when(brand == unassigned, unassigned).otherwise(F.coalesce(F.col("b_category"), unassigned))
+    return _finish(joined.withColumn("brand_id", brand).withColumn("category_id", category), "asin", rules)
+
+
+def tier2(t1: DataFrame, rules: Rules) -> DataFrame:
+    """rollup.tier2_inserts: per marketplace from tier 1, then the ALL rows from those."""
+    from pyspark.sql import functions as F
+
+    per_market = t1.groupBy("month", "brand_id", "marketplace", "metric", "category_id").agg(*_sums(rules))
+    all_markets = per_market.where(F.col("marketplace") != rules.all_marketplace) \
+        .groupBy("month", "brand_id", "metric", "category_id").agg(*_sums(rules)) \
+        .withColumn("marketplace", F.lit(rules.all_marketplace))
+    return _finish(per_market.unionByName(all_markets), "brand", rules)
+
+
+def tier3(t2: DataFrame, rules: Rules) -> DataFrame:
+    """rollup.tier3_insert: categories from tier 2's ALL rows."""
+    from pyspark.sql import functions as F
+
+    rows = t2.where(F.col("marketplace") == rules.all_marketplace) \
+        .groupBy("month", "category_id", "metric").agg(*_sums(rules))
+    return _finish(rows, "category", rules)
+
+
+def _exact(source_type: Any, value: Column, rules: Rules) -> Column:
+    """A DECIMAL source is summed as it is (rounded once, at the end, as the database does); anything
+    else (a Parquet double or string) becomes DECIMAL first, so the sum itself is exact."""
+    from pyspark.sql.types import DecimalType
+
+    return value if isinstance(source_type, DecimalType) else value.cast(DecimalType(rules.precision, rules.scale))
+
+
+def _sums(rules: Rules) -> list[Column]:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DecimalType
+
+    return [F.sum("value").cast(DecimalType(rules.precision, rules.scale)).alias("value"),
+            F.sum("row_count").cast("long").alias("row_count")]
+
+
+def _finish(frame: DataFrame, tier: str, rules: Rules) -> DataFrame:
+    """The tier's columns in order, value at the summary's DECIMAL, refreshed_at the run's start."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DecimalType
+
+    stamp = F.lit(rules.stamp.isoformat(sep=" ")).cast("timestamp_ntz")
+    columns = {"value": F.col("value").cast(DecimalType(rules.precision, rules.scale)),
+               "row_count": F.col("row_count").cast("long"), "refreshed_at": stamp}
+    return frame.select(*(columns.get(name, F.col(name)).alias(name) for name in COLUMNS[tier]))
+
+
+# --- the session and its errors ---------------------------------------------------------------------------
+
+
+def session(config: Config) -> SparkSession:
+    """The process's SparkSession for ``[spark] master`` (reused across runs), set up for exact sums."""
+    from pyspark.sql import SparkSession
+
+    master = config.spark.master
+    if master.startswith("sc://"):
+        spark = SparkSession.builder.remote(master).getOrCreate()
+    else:
+        spark = SparkSession.builder.master(master).appName("summarizer") \
+            .config("spark.jars", ",".join(config.spark.jars)) \
+            .config("spark.ui.showConsoleProgress", "false").getOrCreate()
+        if spark.sparkContext.master != master:
+            raise RefreshFailed(f"this process already runs Spark with master {spark.sparkContext.master}; "
+                                f"it cannot switch to {master}")
+    spark.conf.set("spark.sql.ansi.enabled", "true")  # overflow and bad casts fail, never NULL
+    spark.conf.set("spark.sql.legacy.charVarcharAsString", "true")  # CHAR(n) read as the database returns it
+    partitions = config.spark.shuffle_partitions or _default_partitions(spark, master)
+    if partitions:
+        spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    return spark
+
+
+def _default_partitions(spark: SparkSession, master: str) -> int | None:
+    """Twice the cores, at least 8: Spark's own 200 cost 3x on two cores. None: Spark's conf already says."""
+    if master.startswith("sc://"):
+        return None  # a Connect server keeps its own setting
+    context = spark.sparkContext
+    if context.getConf().contains("spark.sql.shuffle.partitions"):
+        return None
+    return max(8, 2 * context.defaultParallelism)
+
+
+@contextmanager
+def spark_errors() -> Iterator[None]:
+    """Spark's exceptions as RefreshFailed with Spark's own message, first line."""
+    from py4j.protocol import Py4JError  # type: ignore[import-untyped]
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (PySparkException, Py4JError) as exc:
+        raise RefreshFailed(f"spark: {spark_message(exc)}") from exc
+
+
+def spark_message(exc: BaseException) -> str:
+    """The readable line: a Java error's root cause (the task's own error, not 'Job aborted'), else the text."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        while java.getCause() is not None and java.getCause() != java:
+            java = java.getCause()
+        text = str(java.toString())
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if "JAVA_GATEWAY_EXITED" in first:
+        first += " (Spark's launcher printed the reason on stderr)"
+    return first[:1000]
+
+
+def _as_date(value: object) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
