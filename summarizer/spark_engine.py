@@ -130,7 +130,9 @@ def preflight(refresher: Refresher, request: Request) -> None:
     if config.spark.source == "jdbc":
         check_source(refresher.dialect, refresher.source)
         return
-    if request.mode in ("since", "changed"):
+    from .refresh import CHANGED, SINCE  # refresh imports this module: import at call time
+
+    if request.mode in (SINCE, CHANGED):
         raise ConfigError("--since and --changed read the raw table's updated_at in the database; with "
                           "source = parquet use --months", source=config.path, section="spark", key="source")
     _check_parquet(config)
@@ -169,7 +171,7 @@ def plan(refresher: Refresher) -> Plan:
     from .refresh import Plan, choose_plan  # refresh imports this module: import at call time
 
     config = refresher.config
-    where = f"spark ({config.spark.master})"
+    where = f"spark ({config.spark.master.split(';', 1)[0]})"  # a Connect URL's ;token=... stays out of the record
     if config.spark.source == "parquet":
         return Plan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
     database = choose_plan(refresher.dialect, refresher.source)
