@@ -8,8 +8,15 @@ __version__ = "0.1.0"
 from .app import Status, Summarizer  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SchemaError, SourceError, SummarizerError,
-    UsageError, VerifyMismatch,
+    ConfigError,
+    DatabaseUnavailable,
+    LockHeld,
+    RefreshFailed,
+    SchemaError,
+    SourceError,
+    SummarizerError,
+    UsageError,
+    VerifyMismatch,
 )
 
 __all__ = [

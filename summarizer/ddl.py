@@ -10,19 +10,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
 from typing import Any
 
 from sqlalchemy import Column, Index, MetaData, Table, false, inspect, literal, select, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.engine.interfaces import ReflectedColumn
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .dialects import Dialect
 from .errors import SchemaError, SourceError
-from .model import Schema, Source, changed_index_columns, changed_index_name, covering_index_columns, \
-    covering_index_name
+from .model import (
+    Schema,
+    Source,
+    changed_index_columns,
+    changed_index_name,
+    covering_index_columns,
+    covering_index_name,
+)
 
 INT_WIDTH = re.compile(r"^(TINYINT|SMALLINT|MEDIUMINT|INT|INTEGER|BIGINT)\(\d+\)")
 TYPE_SYNONYMS = {"INT": "INTEGER", "TIMESTAMP WITHOUT TIME ZONE": "DATETIME", "TIMESTAMP": "DATETIME",

@@ -20,8 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Column, Date, DateTime, Index, Integer, MetaData, Numeric, PrimaryKeyConstraint,
-    String, Table, Text, column, table,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    column,
+    table,
 )
 from sqlalchemy.sql.expression import ColumnClause, TableClause
 from sqlalchemy.types import REAL, TypeEngine

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-
 from typing import Any, cast
 
 from sqlalchemy import Engine, create_mock_engine, literal_column

@@ -13,8 +13,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Date, DateTime, Delete, Insert, Select, String, Table, bindparam, case, delete,
-    func, insert, literal, select,
+    BigInteger,
+    Date,
+    DateTime,
+    Delete,
+    Insert,
+    Select,
+    String,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause

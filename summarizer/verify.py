@@ -34,7 +34,8 @@ class Mismatch:
     def __str__(self) -> str:
         def show(pair: tuple[Any, int] | None) -> str:
             return "no rows" if pair is None else f"value {pair[0]}, rows {pair[1]}"
-        return f"{self.tier}: {self.month:%Y-%m} {self.metric}: raw has {show(self.expected)}, tier has {show(self.found)}"
+        return (f"{self.tier}: {self.month:%Y-%m} {self.metric}: "
+                f"raw has {show(self.expected)}, tier has {show(self.found)}")
 
 
 @dataclass
