@@ -38,11 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Date, Index, MetaData, Select, Table, bindparam, case, func, inspect, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import __version__
@@ -171,7 +172,8 @@ def raw_select(app: Summarizer, ask: Ask) -> Select[Any]:
     filters += [category == ask.category_id] if ask.category_id is not None else []
     if ask.profit:
         revenue, cost = ask.profit
-        measures = [func.sum(case((col["metric"].in_(m), col["value"]), else_=Decimal(0))) for m in (revenue, cost)]
+        measures: list[Any] = [func.sum(case((col["metric"].in_(m), col["value"]), else_=Decimal(0)))
+                               for m in (revenue, cost)]
     else:
         measures = [func.sum(col["value"]), func.count()]
     grouped = [keys[k] for k in ask.keys]
@@ -339,7 +341,7 @@ class Bench:
         for attempt in range(self.options.repeat):
             for jobs in settings:
                 self.settle()
-                seconds, run = timed(lambda jobs=jobs: self.app.refresh(jobs=jobs))
+                seconds, run = timed(partial(self.app.refresh, jobs=jobs))
                 results[jobs].append((seconds, run))
                 self.echo(f"full refresh {attempt + 1}/{self.options.repeat}, jobs {jobs}: {seconds:.2f}s")
         run = results[self.options.jobs][-1][1]
@@ -389,7 +391,7 @@ class Bench:
         """The field report's raw-table indexes, made anew; the seconds they took."""
         self.drop_baseline_indexes()
         engine = self.dialect.engine
-        seconds, _ = timed(lambda: [index.create(engine) for index in baseline_indexes(self.app.source)])
+        seconds, _ = timed(partial(_create_all, baseline_indexes(self.app.source), engine))
         self._analyze()
         return seconds
 
@@ -407,7 +409,7 @@ class Bench:
             with engine.connect() as conn:
                 params = {"all": self.app.schema.all_marketplace}
                 for name, sql in baseline_statements(self.app):
-                    seconds, _ = timed(lambda sql=sql: conn.execute(text(sql), params))
+                    seconds, _ = timed(partial(conn.execute, text(sql), params))
                     conn.commit()
                     steps[name] = seconds
         finally:
@@ -462,11 +464,11 @@ class Bench:
         with self.dialect.engine.connect() as conn:
             raw_answer = conn.execute(question.raw).all()  # warm, like the summaries
             raw = [timed(lambda: conn.execute(question.raw).all())[0] for _ in range(self.options.raw_queries)]
-        result = {"params": question.params, "typical": question.typical, "rows": len(answer),
-                  "summary_n": len(summary), "raw_n": len(raw),
-                  "answers_match": same_answer(question, answer, raw_answer, self.dialect.EXACT_DECIMAL),
-                  **_latencies("summary", summary), **_latencies("raw", raw)}
-        result["ratio"] = _ratio(result["raw_p50_ms"], result["summary_p50_ms"])
+        latencies = {**_latencies("summary", summary), **_latencies("raw", raw)}
+        result: dict[str, Any] = {
+            "params": question.params, "typical": question.typical, "rows": len(answer), "summary_n": len(summary),
+            "raw_n": len(raw), "answers_match": same_answer(question, answer, raw_answer, self.dialect.EXACT_DECIMAL),
+            **latencies, "ratio": _ratio(latencies["raw_p50_ms"], latencies["summary_p50_ms"])}
         self.echo(f"{question.name}: {len(answer)} rows; summaries p50 {result['summary_p50_ms']:.2f} ms, "
                   f"raw tables p50 {result['raw_p50_ms']:.0f} ms")
         return result
@@ -487,6 +489,11 @@ class Bench:
     def final_verify(self) -> None:
         report = self.app.verify()
         self.report["verify"] = {"ok": report.ok, "mismatches": [str(m) for m in report.mismatches][:20]}
+
+
+def _create_all(indexes: list[Index], engine: Engine) -> None:
+    for index in indexes:
+        index.create(engine)
 
 
 def run_measuring_rss(command: list[str], environ: dict[str, str], interval: float = 0.01) -> tuple[int, int, str]:
@@ -533,7 +540,7 @@ def same_answer(question: Question, summary: list[dict[str, Any]], raw: Sequence
     if set(want) != set(have):
         return False
     tolerance = Decimal(0) if exact else Decimal("1e-9")
-    return all(abs(a - b) <= tolerance * max(abs(a), 1)
+    return all(abs(a - b) <= tolerance * max(abs(a), Decimal(1))
                for key, values in want.items() for a, b in zip(values, have[key], strict=True))
 
 
