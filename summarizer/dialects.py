@@ -253,20 +253,21 @@ class PostgresDialect(Dialect):
         sql = str(ddl.compile(dialect=self.engine.dialect))
         return sql.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1), True
 
-    def _key(self, name: str) -> int:
+    def lock_key(self, name: str) -> int:
+        """The advisory lock's number for the lock ``name``."""
         # non-negative, so that pg_locks' (classid << 32 | objid) reads back the same number
         return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF
 
     def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
-        return "SELECT pg_try_advisory_lock(:key)", {"key": self._key(name)}
+        return "SELECT pg_try_advisory_lock(:key)", {"key": self.lock_key(name)}
 
     def holds_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
-        key = self._key(name)
+        key = self.lock_key(name)
         return ("SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
                 "AND granted AND ((classid::bigint << 32) | objid::bigint) = :key", {"key": key})
 
     def release_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
-        return "SELECT pg_advisory_unlock(:key)", {"key": self._key(name)}
+        return "SELECT pg_advisory_unlock(:key)", {"key": self.lock_key(name)}
 
     def connection_id_sql(self) -> str:
         return "SELECT pg_backend_pid()"

@@ -61,7 +61,7 @@ def _start_container(engine: str):  # type: ignore[no-untyped-def]
     return PostgresContainer("postgres:15", driver="psycopg").start()
 
 
-def _scratch_database(server: URL, name: str) -> Iterator[URL]:
+def scratch_database(server: URL, name: str) -> Iterator[URL]:
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     quote = admin.dialect.identifier_preparer.quote
     with admin.connect() as conn:
@@ -84,19 +84,32 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, server_urls: dict[str
     if engine == "sqlite":
         yield make_url(f"sqlite:///{tmp_path / 'test.db'}")
         return
+    yield from _server_database(engine, server_urls)
+
+
+def _server_database(engine: str, server_urls: dict[str, URL | str]) -> Iterator[URL]:
     server = server_urls[engine]
     if isinstance(server, str):
         pytest.skip(server)
-    yield from _scratch_database(server, f"summarizer_t_{uuid.uuid4().hex[:10]}")
+    yield from scratch_database(server, f"summarizer_t_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(params=["mysql", "postgres"])
+def server_url(request: pytest.FixtureRequest, server_urls: dict[str, URL | str]) -> Iterator[URL]:
+    """A fresh database on each server engine: for what needs other sessions (locks, kills), not SQLite's file."""
+    yield from _server_database(request.param, server_urls)
 
 
 @pytest.fixture
-def mysql_url(tmp_path: Path, server_urls: dict[str, URL | str]) -> Iterator[URL]:
+def postgres_url(server_urls: dict[str, URL | str]) -> Iterator[URL]:
+    """A fresh PostgreSQL database, for the tests that are about PostgreSQL in particular."""
+    yield from _server_database("postgres", server_urls)
+
+
+@pytest.fixture
+def mysql_url(server_urls: dict[str, URL | str]) -> Iterator[URL]:
     """A fresh MariaDB/MySQL database, for the tests that are about MySQL in particular."""
-    server = server_urls["mysql"]
-    if isinstance(server, str):
-        pytest.skip(server)
-    yield from _scratch_database(server, f"summarizer_t_{uuid.uuid4().hex[:10]}")
+    yield from _server_database("mysql", server_urls)
 
 
 def make_app(url: URL, tmp_path: Path, **settings: str) -> Summarizer:

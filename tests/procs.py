@@ -2,8 +2,8 @@
 
 * :func:`start` / :func:`run` start ``python -m summarizer ...`` with the environment of
   ``conftest.env_for``; :class:`Proc` collects its stderr line by line while it runs.
-* :class:`Watcher` is a second MySQL/MariaDB session: it finds the refresh's sessions in the
-  processlist, kills them, and holds the locks that make a refresh wait where a test wants it.
+* :func:`watcher` gives a second MariaDB or PostgreSQL session: it finds the refresh's sessions
+  on the server, kills them, and holds the locks that make a refresh wait where a test wants it.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
+
+from summarizer.dialects import PostgresDialect
 
 from .conftest import env_for
 
@@ -171,11 +173,22 @@ def run(url: URL, *args: str, cwd: Path, timeout: float = 60.0, **settings: str)
 
 
 class Watcher:
-    """A MySQL/MariaDB session of the test's own, beside the refresh's (autocommit unless it begins one)."""
+    """A session of the test's own beside the refresh's (autocommit unless it begins one).
+
+    It finds the refresh's sessions on the server, kills them, and holds the locks that make a
+    refresh wait where a test wants it. :func:`watcher` gives the one for the URL's engine; the
+    engines differ only in how they show and end sessions, below.
+    """
+
+    TABLE_LOCK_WAIT = "%"  # the state of a session waiting for a table lock (a LIKE pattern)
+    ROW_LOCK_WAIT = "%"    # the state of a session waiting for a row lock
+    SWAP_STATEMENT = ""    # how the swap's statement begins (a LIKE pattern)
+    POLL_EVERY = 0.05      # seconds between looks at the server
 
     def __init__(self, url: URL) -> None:
         self.url = url
         self.engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.quote = self.engine.dialect.identifier_preparer.quote
         self.conn = self.engine.connect()
 
     def close(self) -> None:
@@ -186,40 +199,58 @@ class Watcher:
         """Another session on the same database (closed by the caller)."""
         return self.engine.connect()
 
+    # --- what differs per engine ----------------------------------------------------------------
     def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
         """(id, state, statement) of the other sessions on this database running a matching statement."""
-        rows = self.conn.execute(text(
-            "SELECT ID, COALESCE(STATE, ''), COALESCE(INFO, '') FROM information_schema.PROCESSLIST "
-            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE :info AND COALESCE(STATE, '') LIKE :state"),
-            {"info": info_like, "state": state_like}).all()
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+        raise NotImplementedError
+
+    def kill(self, session_id: int) -> None:
+        """End another session from here, as an operator would."""
+        raise NotImplementedError
+
+    def lock_holder(self, name: str) -> int | None:
+        """The session holding the run lock ``name``, if any."""
+        raise NotImplementedError
+
+    def take_lock(self, name: str) -> bool:
+        """Take the run lock ``name`` on this session, as another run would."""
+        raise NotImplementedError
+
+    def has_written(self, session_id: int) -> bool:
+        """Has that session's open transaction changed a row yet? (MariaDB's answer can be stale: poll
+        it with :meth:`wait_until`.)"""
+        raise NotImplementedError
+
+    def _lock_table_sql(self, tables: Sequence[str]) -> tuple[str, str | None]:
+        raise NotImplementedError
+
+    # --- the same on every engine ---------------------------------------------------------------
+    def wait_until(self, predicate: Callable[[], T], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
+        """:func:`wait_until`, looking at the server no more often than it can show something new."""
+        return wait_until(predicate, what, timeout, every=self.POLL_EVERY)
 
     def wait_for_session(self, info_like: str, state_like: str = "%", count: int = 1,
                          timeout: float = DEFAULT_TIMEOUT) -> list[int]:
         """Ids of ``count`` sessions running a statement like ``info_like`` in state ``state_like``."""
-        found = wait_until(lambda: len(s := self.sessions(info_like, state_like)) >= count and s,
-                           f"{count} session(s) running {info_like!r} in state {state_like!r}", timeout)
+        found = self.wait_until(lambda: len(s := self.sessions(info_like, state_like)) >= count and s,
+                                f"{count} session(s) running {info_like!r} in state {state_like!r}", timeout)
         return [session[0] for session in found]
 
     def wait_until_gone(self, info_like: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        wait_until(lambda: not self.sessions(info_like), f"no session running {info_like!r}", timeout)
-
-    def kill(self, session_id: int) -> None:
-        self.conn.execute(text(f"KILL CONNECTION {int(session_id)}"))
-
-    def lock_holder(self, name: str) -> int | None:
-        value = self.conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
-        return int(value) if value is not None else None
+        self.wait_until(lambda: not self.sessions(info_like), f"no session running {info_like!r}", timeout)
 
     @contextmanager
     def lock_tables(self, *tables: str) -> Iterator[Connection]:
-        """``LOCK TABLES t WRITE`` on a session of its own: every other reader of ``t`` waits until the exit."""
+        """An exclusive lock on ``tables`` from a session of its own: every reader of them waits until the exit."""
         conn = self.connection()
+        lock, unlock = self._lock_table_sql(tables)
         try:
-            conn.execute(text("LOCK TABLES " + ", ".join(f"`{t}` WRITE" for t in tables)))
+            if unlock is None:
+                conn.execute(text("BEGIN"))
+            conn.execute(text(lock))
             yield conn
         finally:
-            conn.execute(text("UNLOCK TABLES"))
+            conn.execute(text(unlock or "ROLLBACK"))
             conn.close()
 
     @contextmanager
@@ -231,9 +262,11 @@ class Watcher:
         """
         conn = self.connection()
         try:
-            conn.execute(text("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"))
-            conn.execute(text("START TRANSACTION"))
-            conn.execute(text(f"SELECT * FROM `{table}` WHERE month = :month ORDER BY month DESC, "
+            conn.execute(text("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+                              if self.url.get_backend_name() == "postgresql"
+                              else "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+            conn.execute(text("BEGIN"))
+            conn.execute(text(f"SELECT * FROM {self.quote(table)} WHERE month = :month ORDER BY month DESC, "
                               f"{self._rest_of_key(table)} LIMIT 1 FOR UPDATE"), {"month": month}).all()
             yield conn
         finally:
@@ -241,19 +274,95 @@ class Watcher:
             conn.close()
 
     def _rest_of_key(self, table: str) -> str:
-        columns = self.conn.execute(text(
-            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() "
-            "AND TABLE_NAME = :t AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION"), {"t": table}).scalars()
-        return ", ".join(f"`{c}` DESC" for c in columns if c != "month")
+        columns = inspect(self.conn).get_pk_constraint(table)["constrained_columns"]
+        return ", ".join(f"{self.quote(c)} DESC" for c in columns if c != "month")
 
     @contextmanager
     def reading(self, table: str) -> Iterator[Connection]:
-        """An open transaction that has read ``table``: its metadata lock makes a RENAME of it wait."""
+        """An open transaction that has read ``table``: its lock makes a rename of the table wait."""
         conn = self.connection()
         try:
-            conn.execute(text("START TRANSACTION"))
-            conn.execute(text(f"SELECT COUNT(*) FROM `{table}`")).scalar()
+            conn.execute(text("BEGIN"))
+            conn.execute(text(f"SELECT COUNT(*) FROM {self.quote(table)}")).scalar()
             yield conn
         finally:
             conn.execute(text("COMMIT"))
             conn.close()
+
+
+class MySQLWatcher(Watcher):
+    TABLE_LOCK_WAIT = "%metadata lock%"
+    ROW_LOCK_WAIT = "%LOCK WAIT"  # the InnoDB transaction's state, after the processlist's
+    SWAP_STATEMENT = "RENAME TABLE%"
+    # information_schema.INNODB_TRX is a copy taken again only once nobody has read it for 0.1s:
+    # polled more often, it never changes
+    POLL_EVERY = 0.15
+
+    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
+        rows = self.conn.execute(text(
+            "SELECT * FROM (SELECT p.ID, CONCAT(COALESCE(p.STATE, ''), ' / ', COALESCE(t.trx_state, '')) AS state, "
+            "COALESCE(p.INFO, '') AS info FROM information_schema.PROCESSLIST p "
+            "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
+            "WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()) s WHERE info LIKE :info AND state LIKE :state"),
+            {"info": info_like, "state": state_like}).all()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def kill(self, session_id: int) -> None:
+        self.conn.execute(text(f"KILL CONNECTION {int(session_id)}"))
+
+    def lock_holder(self, name: str) -> int | None:
+        value = self.conn.execute(text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+        return int(value) if value is not None else None
+
+    def take_lock(self, name: str) -> bool:
+        return self.conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": name}).scalar() == 1
+
+    def has_written(self, session_id: int) -> bool:
+        modified = self.conn.execute(text(
+            "SELECT trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = :id"),
+            {"id": session_id}).scalar()
+        return bool(modified)
+
+    def _lock_table_sql(self, tables: Sequence[str]) -> tuple[str, str | None]:
+        return "LOCK TABLES " + ", ".join(f"{self.quote(t)} WRITE" for t in tables), "UNLOCK TABLES"
+
+
+class PostgresWatcher(Watcher):
+    TABLE_LOCK_WAIT = "Lock:relation"
+    ROW_LOCK_WAIT = "Lock:t%"  # transactionid (the row's locker) or tuple (queued behind another waiter)
+    SWAP_STATEMENT = "ALTER TABLE%RENAME TO%"
+
+    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
+        rows = self.conn.execute(text(
+            "SELECT pid, COALESCE(wait_event_type || ':' || wait_event, ''), query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' "
+            "AND query LIKE :info AND COALESCE(wait_event_type || ':' || wait_event, '') LIKE :state"),
+            {"info": info_like, "state": state_like}).all()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def kill(self, session_id: int) -> None:
+        assert self.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": session_id}).scalar()
+
+    def _key(self, name: str) -> int:
+        return PostgresDialect(self.engine).lock_key(name)
+
+    def lock_holder(self, name: str) -> int | None:
+        value = self.conn.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = :key"), {"key": self._key(name)}).scalar()
+        return int(value) if value is not None else None
+
+    def take_lock(self, name: str) -> bool:
+        return bool(self.conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key(name)}).scalar())
+
+    def has_written(self, session_id: int) -> bool:
+        return bool(self.conn.execute(text(
+            "SELECT backend_xid IS NOT NULL FROM pg_stat_activity WHERE pid = :pid"), {"pid": session_id}).scalar())
+
+    def _lock_table_sql(self, tables: Sequence[str]) -> tuple[str, str | None]:
+        return f"LOCK TABLE {', '.join(self.quote(t) for t in tables)} IN ACCESS EXCLUSIVE MODE", None
+
+
+def watcher(url: URL) -> Watcher:
+    """A :class:`Watcher` for the server ``url`` names."""
+    return PostgresWatcher(url) if url.get_backend_name() == "postgresql" else MySQLWatcher(url)

@@ -2,10 +2,12 @@
 permanent errors, and writers of the raw table working through a refresh.
 
 A refresh is stopped where the test wants it without big data: the test holds a lock the refresh
-needs next (``LOCK TABLES products WRITE``, a row lock, a reader's metadata lock) and watches the
-refresh's session wait for it in the processlist; on SQLite the test holds a read transaction, so
-the refresh's commit waits with its journal written. Every outcome is compared with the oracle of
-the old and of the new raw data.
+needs next (an exclusive lock on ``products``, a row lock, a reader's lock on a live tier) and
+watches the refresh's session wait for it on the server (MariaDB's processlist, PostgreSQL's
+``pg_stat_activity``); on SQLite the test holds a read transaction, so the refresh's commit waits
+with its journal written. Every outcome is compared with the oracle of the old and of the new raw
+data. The tests that need other sessions run on MariaDB and PostgreSQL alike (``server_url``);
+what only one engine can do to a refresh is tested on that engine, saying why.
 """
 
 from __future__ import annotations
@@ -30,8 +32,24 @@ from . import procs
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 from .test_lock import tier1_held
 
-SHORT_LOCK_WAITS = "SET SESSION lock_wait_timeout = 1, innodb_lock_wait_timeout = 1"
 Tiers = dict[str, dict[Any, Any]]
+# how each server words the errors the tests cause
+LOCK_TIMEOUT = {"mysql": "Lock wait timeout exceeded", "postgresql": "canceling statement due to lock timeout"}
+KILLED = {"mysql": "Lost connection", "postgresql": "terminating connection due to administrator command"}
+NO_COLUMN = {"mysql": "Unknown column", "postgresql": "does not exist"}
+
+
+def short_lock_waits(url: URL) -> URL:
+    """``url`` with every session giving up a lock wait after one second."""
+    if url.get_backend_name() == "postgresql":
+        return url.update_query_dict({"options": "-c lock_timeout=1000"})
+    return url.update_query_dict({"init_command": "SET SESSION lock_wait_timeout = 1, innodb_lock_wait_timeout = 1"})
+
+
+def says(messages: list[str], wording: dict[str, str], url: URL, *also: str) -> bool:
+    """Does one of ``messages`` carry the server's wording of an error, and every one of ``also``?"""
+    wanted = wording[url.get_backend_name()]
+    return any(wanted in m and all(part in m for part in also) for m in messages)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -79,33 +97,35 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records]
 
 
-# --- kill -9 on MariaDB ----------------------------------------------------------------------------
+# --- kill -9 on MariaDB and PostgreSQL -------------------------------------------------------------
 @pytest.mark.parametrize("point", ["early", "mid-tier", "before-swap"])
-def test_sigkill_during_a_full_refresh(mysql_url, app_factory, tmp_path, point):
-    app = app_factory(mysql_url)
+def test_sigkill_during_a_full_refresh(server_url, app_factory, tmp_path, point):
+    app = app_factory(server_url)
     old, new, _ = old_and_new(app, seed=51)
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     try:
         if point == "early":  # it holds the lock and has recorded its run, nothing more
-            killed = procs.start(mysql_url, "refresh", cwd=tmp_path, stalled=True)
+            killed = procs.start(server_url, "refresh", cwd=tmp_path, stalled=True)
             procs.wait_until(lambda: app.runs.holder(), "the run to record itself")
             killed.kill()
         elif point == "mid-tier":  # its tier-1 statement waits for products
-            with tier1_held(mysql_url):
-                killed = procs.start(mysql_url, "refresh", cwd=tmp_path)
-                watcher.wait_for_session("INSERT INTO%", "%metadata lock%")
+            with tier1_held(server_url):
+                killed = procs.start(server_url, "refresh", cwd=tmp_path)
+                watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
                 killed.kill()
             watcher.wait_until_gone("INSERT INTO%")  # its statement ends on the server once it can run
-        else:  # its RENAME waits for a reader of the live tier
+        else:  # its swap waits for a reader of the live tier
             with watcher.reading(app.schema.live().asin.name):
-                killed = procs.start(mysql_url, "refresh", cwd=tmp_path, refresh_swap_lock_timeout="30")
-                watcher.wait_for_session("RENAME TABLE%", "Waiting for table metadata lock")
+                killed = procs.start(server_url, "refresh", cwd=tmp_path, refresh_swap_lock_timeout="30")
+                watcher.wait_for_session(watcher.SWAP_STATEMENT, watcher.TABLE_LOCK_WAIT)
                 killed.kill()
-            watcher.wait_until_gone("RENAME TABLE%")
+            watcher.wait_until_gone(watcher.SWAP_STATEMENT)
     finally:
         watcher.close()
     found = generation(app, old, new)
-    assert found == "old" or point == "before-swap"  # a RENAME sent before the kill may still complete
+    # MariaDB's RENAME is one statement: sent before the kill, it may still complete. PostgreSQL's swap
+    # is a transaction of several statements whose COMMIT the dead client never sent.
+    assert found == "old" or (point == "before-swap" and server_url.get_backend_name() == "mysql")
     assert_recovers(app, killed, new)
 
 
@@ -115,21 +135,24 @@ def test_a_dead_runs_rename_is_waited_for_by_the_next_run(mysql_url, app_factory
     The next run, already waiting for the lock, must not drop and rebuild the shadow tables under that
     RENAME (which would then swap in a half-built tier): its first statements read the live tiers, and
     so queue behind the dead run's RENAME until the reader lets it finish.
+
+    MariaDB only: a PostgreSQL swap is a transaction the dead client never commits, so it cannot
+    complete after the kill (``test_sigkill_during_a_full_refresh[before-swap]`` shows it rolled back).
     """
     caplog.set_level(logging.INFO, logger="summarizer")
     app = app_factory(mysql_url)
     old, new, _ = old_and_new(app, seed=50)
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(mysql_url)
     try:
         with watcher.reading(app.schema.live().asin.name):
             with tier1_held(mysql_url):
                 killed = procs.start(mysql_url, "refresh", cwd=tmp_path, refresh_swap_lock_timeout="30")
-                watcher.wait_for_session("INSERT INTO%", "%metadata lock%")
+                watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
                 next_run, outcome = background(lambda: app.refresh(wait=60))
                 procs.wait_until(lambda: any("waiting up to" in m for m in messages(caplog)), "the next run to wait")
-            watcher.wait_for_session("RENAME TABLE%", "Waiting for table metadata lock")
+            watcher.wait_for_session(watcher.SWAP_STATEMENT, watcher.TABLE_LOCK_WAIT)
             killed.kill()
-            watcher.wait_for_session("SELECT 1 AS anon_1%LIMIT%", "Waiting for table metadata lock", timeout=10)
+            watcher.wait_for_session("SELECT 1 AS anon_1%LIMIT%", watcher.TABLE_LOCK_WAIT, timeout=10)
         next_run.join(timeout=60)
     finally:
         watcher.close()
@@ -139,18 +162,15 @@ def test_a_dead_runs_rename_is_waited_for_by_the_next_run(mysql_url, app_factory
     assert app.runs.latest(2)[1].status == "interrupted"
 
 
-def test_sigkill_during_an_incremental_month(mysql_url, app_factory, tmp_path):
-    app = app_factory(mysql_url)
+def test_sigkill_during_an_incremental_month(server_url, app_factory, tmp_path):
+    app = app_factory(server_url)
     old, new, months = old_and_new(app, seed=52)
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     try:
-        with tier1_held(mysql_url):
-            killed = procs.start(mysql_url, "refresh", "--months", "2024-01,2024-02", cwd=tmp_path)
-            session = watcher.wait_for_session("INSERT INTO%", "%metadata lock%")[0]
-            deleted = watcher.conn.execute(text(
-                "SELECT trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = :id"),
-                {"id": session}).scalar()
-            assert deleted and deleted > 0  # the month's transaction has deleted its tier-1 rows
+        with tier1_held(server_url):
+            killed = procs.start(server_url, "refresh", "--months", "2024-01,2024-02", cwd=tmp_path)
+            session = watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)[0]
+            watcher.wait_until(lambda: watcher.has_written(session), "the month's transaction to have deleted rows", 5)
             killed.kill()
         watcher.wait_until_gone("INSERT INTO%")
     finally:
@@ -187,8 +207,8 @@ def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [m for m in messages(caplog) if "transient error, retry" in m]
 
 
-def test_a_lock_wait_timeout_on_a_table_is_retried(mysql_url, app_factory, caplog):
-    url = mysql_url.update_query_dict({"init_command": SHORT_LOCK_WAITS})
+def test_a_lock_wait_timeout_on_a_table_is_retried(server_url, app_factory, caplog):
+    url = short_lock_waits(server_url)
     app = app_factory(url)
     _, new, _ = old_and_new(app, seed=54)
     with tier1_held(url):  # tier 1 waits 1s for products, times out, and is tried again
@@ -196,16 +216,16 @@ def test_a_lock_wait_timeout_on_a_table_is_retried(mysql_url, app_factory, caplo
         procs.wait_until(lambda: _retries(caplog), "a retry to be logged")
     worker.join(timeout=60)
     assert "error" not in outcome, outcome
-    assert any("tier1" in m and "1205" in m for m in _retries(caplog)), _retries(caplog)
+    assert says(_retries(caplog), LOCK_TIMEOUT, url, "tier1"), _retries(caplog)
     assert_tiers_equal(new, actual_tiers(app.dialect.engine, app.schema.live().by_name()), exact=True)
 
 
-def test_a_lock_wait_timeout_on_a_row_is_retried(mysql_url, app_factory, caplog):
-    url = mysql_url.update_query_dict({"init_command": SHORT_LOCK_WAITS})
+def test_a_lock_wait_timeout_on_a_row_is_retried(server_url, app_factory, caplog):
+    url = short_lock_waits(server_url)
     app = app_factory(url)
     _, new, months = old_and_new(app, seed=55)
     tier1 = app.schema.live().asin.name
-    watcher = procs.Watcher(url)
+    watcher = procs.watcher(url)
     try:
         with watcher.holding_row(tier1, months[0]):
             worker, outcome = background(lambda: app.refresh(months=months[:2]))
@@ -214,47 +234,102 @@ def test_a_lock_wait_timeout_on_a_row_is_retried(mysql_url, app_factory, caplog)
     finally:
         watcher.close()
     assert outcome["run"].status == "succeeded"
-    assert any("month 2024-01" in m and "Lock wait timeout" in m for m in _retries(caplog)), _retries(caplog)
+    assert says(_retries(caplog), LOCK_TIMEOUT, url, "month 2024-01"), _retries(caplog)
     assert_tiers_equal(new, actual_tiers(app.dialect.engine, app.schema.live().by_name()), exact=True)
 
 
 @pytest.mark.parametrize("mode", ["full", "months"])
-def test_a_killed_working_connection_is_retried(mysql_url, app_factory, caplog, mode):
-    app = app_factory(mysql_url)
+def test_a_killed_working_connection_is_retried(server_url, app_factory, caplog, mode):
+    app = app_factory(server_url)
     _, new, months = old_and_new(app, seed=56)
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     try:
-        with tier1_held(mysql_url):
+        with tier1_held(server_url):
             work = (lambda: app.refresh()) if mode == "full" else (lambda: app.refresh(months=months[:2]))
             worker, outcome = background(work)
-            victim = watcher.wait_for_session("INSERT INTO%", "%metadata lock%")[0]
-            watcher.kill(victim)  # KILL <id> from another session, mid-statement
+            victim = watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)[0]
+            watcher.kill(victim)  # from another session, mid-statement: KILL <id>, pg_terminate_backend(pid)
         worker.join(timeout=60)
     finally:
         watcher.close()
     assert outcome["run"].status == "succeeded"
-    assert any("Lost connection" in m for m in _retries(caplog)), _retries(caplog)
+    assert says(_retries(caplog), KILLED, server_url), _retries(caplog)
     assert_tiers_equal(new, actual_tiers(app.dialect.engine, app.schema.live().by_name()), exact=True)
 
 
-def test_a_permanent_error_fails_at_once(mysql_url, app_factory, caplog):
+def test_a_deadlock_is_retried(postgres_url, app_factory, caplog):
+    """A real deadlock between a month's transaction and another session: the refresh retries the month.
+
+    The month's transaction holds its tier-1 rows and waits for the test's lock on a tier-2 row; the
+    test then asks for those tier-1 rows. PostgreSQL finds the cycle and aborts the session whose
+    ``deadlock_timeout`` runs out first: the refresh's (the test's is raised). PostgreSQL only:
+    MariaDB rolls back the transaction that has changed fewer rows, here the test's, so the refresh
+    would never see the error.
+    """
+    app = app_factory(postgres_url)
+    old, new, months = old_and_new(app, seed=61)
+    live = app.schema.live()
+    watcher = procs.watcher(postgres_url)
+    try:
+        with watcher.holding_row(live.brand.name, months[0]) as other:
+            other.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+            worker, outcome = background(lambda: app.refresh(months=months[:1]))
+            watcher.wait_for_session(f"DELETE FROM {live.brand.name}%", watcher.ROW_LOCK_WAIT)
+            other.execute(text(f"SELECT * FROM {live.asin.name} WHERE month = :month FOR UPDATE"),
+                          {"month": months[0]}).all()  # waits until the refresh's transaction is aborted
+        worker.join(timeout=60)
+    finally:
+        watcher.close()
+    assert "error" not in outcome, outcome["error"]
+    assert outcome["run"].status == "succeeded"
+    assert any("month 2024-01" in m and "deadlock detected" in m for m in _retries(caplog)), _retries(caplog)
+    assert generation(app, old, new, months[0]) == "new" and generation(app, old, new, months[1]) == "old"
+
+
+def test_a_serialization_failure_is_retried(postgres_url, app_factory, caplog):
+    """On a server whose sessions default to SERIALIZABLE, a row the month's transaction deletes is
+    updated by a transaction that commits after the month's snapshot: PostgreSQL fails the month with
+    40001 ("could not serialize access"), and the month is tried again. PostgreSQL only: InnoDB waits
+    for the row and goes on."""
+    url = postgres_url.update_query_dict({"options": "-c default_transaction_isolation=serializable"})
+    app = app_factory(url)
+    old, new, months = old_and_new(app, seed=62)
+    tier1 = app.schema.live().asin.name
+    watcher = procs.watcher(postgres_url)
+    try:
+        with watcher.connection() as other:
+            other.execute(text("BEGIN"))
+            other.execute(text(f"UPDATE {tier1} SET row_count = row_count WHERE month = :month"), {"month": months[0]})
+            worker, outcome = background(lambda: app.refresh(months=months[:1]))
+            watcher.wait_for_session(f"DELETE FROM {tier1}%", watcher.ROW_LOCK_WAIT)
+            other.execute(text("COMMIT"))
+        worker.join(timeout=60)
+    finally:
+        watcher.close()
+    assert "error" not in outcome, outcome["error"]
+    assert outcome["run"].status == "succeeded"
+    assert any("month 2024-01" in m and "could not serialize access" in m for m in _retries(caplog)), _retries(caplog)
+    assert generation(app, old, new, months[0]) == "new" and generation(app, old, new, months[1]) == "old"
+
+
+def test_a_permanent_error_fails_at_once(server_url, app_factory, caplog):
     """A source column dropped in the middle of a run: no retry, the run is recorded failed."""
-    app = app_factory(mysql_url)
+    app = app_factory(server_url)
     old, new, months = old_and_new(app, seed=57)
     tier1 = app.schema.live().asin.name
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     try:
         with watcher.holding_row(tier1, months[1]):  # month 2 waits at its DELETE until the column is gone
             worker, outcome = background(lambda: app.refresh(months=months[:2]))
-            watcher.wait_for_session(f"DELETE FROM%{months[1]:%Y-%m-%d}%")
+            watcher.wait_for_session("DELETE FROM%", watcher.ROW_LOCK_WAIT)  # month 1 took no lock it waits for
             watcher.conn.execute(text("ALTER TABLE financials DROP COLUMN value"))
         worker.join(timeout=60)
     finally:
         watcher.close()
-    assert isinstance(outcome.get("error"), RefreshFailed) and "Unknown column" in str(outcome["error"])
+    assert isinstance(outcome.get("error"), RefreshFailed) and says([str(outcome["error"])], NO_COLUMN, server_url)
     assert _retries(caplog) == []
     run = app.runs.latest(1)[0]
-    assert run.status == "failed" and "Unknown column" in run.error and "value" in run.error
+    assert run.status == "failed" and says([run.error], NO_COLUMN, server_url, "value")
     assert generation(app, old, new, months[0]) == "new" and generation(app, old, new, months[1]) == "old"
 
 
@@ -277,7 +352,7 @@ class Writer:
     """Single-row INSERTs into the raw table, autocommit, one after another; each one's latency kept."""
 
     def __init__(self, url: URL, month: dt.date) -> None:
-        self.watcher = procs.Watcher(url)
+        self.watcher = procs.watcher(url)
         self.month = month
         self.latencies: list[float] = []
         self.stop = threading.Event()
@@ -303,15 +378,15 @@ class Writer:
         self.watcher.close()
 
 
-def test_a_writer_is_not_blocked_by_a_full_refresh(mysql_url, app_factory):
-    app = app_factory(mysql_url)
+def test_a_writer_is_not_blocked_by_a_full_refresh(server_url, app_factory):
+    app = app_factory(server_url)
     load(app.dialect.engine, random_dataset(seed=58, rows=1000, months=12))
     with app.dialect.engine.begin() as conn:
         for _ in range(7):  # 128,000 raw rows
             conn.execute(text("INSERT INTO financials (asin, marketplace, month, metric, value) "
                               "SELECT asin, marketplace, month, metric, value + 1 FROM financials"))
     app.init()
-    with Writer(mysql_url, dt.date(2024, 3, 1)) as writer:
+    with Writer(server_url, dt.date(2024, 3, 1)) as writer:
         before = len(writer.latencies)
         app.refresh()
         during = len(writer.latencies) - before
@@ -321,25 +396,25 @@ def test_a_writer_is_not_blocked_by_a_full_refresh(mysql_url, app_factory):
     assert app.verify().ok
 
 
-def test_a_writer_is_not_blocked_by_an_open_month_transaction(mysql_url, app_factory):
+def test_a_writer_is_not_blocked_by_an_open_month_transaction(server_url, app_factory):
     """The month's transaction has read the raw month and is held before it ends: inserts into that month go on.
 
-    Under REPEATABLE READ the INSERT ... SELECT would hold shared locks on the raw rows it read until
-    the transaction ends, and every insert below would wait for the row lock the test holds.
+    On MariaDB under REPEATABLE READ the INSERT ... SELECT would hold shared locks on the raw rows it
+    read until the transaction ends, and every insert below would wait for the row lock the test holds.
     """
-    app = app_factory(mysql_url)
+    app = app_factory(server_url)
     data = random_dataset(seed=59, rows=600, months=3)
     load(app.dialect.engine, data)
     app.init(source_indexes=True)
     app.refresh()
     tier2 = app.schema.live().brand.name
     month = data.months[0]
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     try:
         with watcher.holding_row(tier2, month):
             worker, outcome = background(lambda: app.refresh(months=[month]))
             watcher.wait_for_session(f"DELETE FROM {tier2}%")  # tier 1 done: the raw month has been read
-            with Writer(mysql_url, month) as writer:
+            with Writer(server_url, month) as writer:
                 procs.wait_until(lambda: len(writer.latencies) >= 20, "20 inserts", timeout=15)
         worker.join(timeout=60)
     finally:

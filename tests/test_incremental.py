@@ -221,18 +221,18 @@ def test_changed_needs_an_earlier_full_refresh(db_url, app_factory):
 
 
 # --- --jobs: months at once, on as many connections -----------------------------------------------
-def test_jobs_refresh_months_at_once_on_separate_connections(mysql_url, app_factory):
-    app = app_factory(mysql_url)
+def test_jobs_refresh_months_at_once_on_separate_connections(server_url, app_factory):
+    app = app_factory(server_url)
     data, tables = loaded(app, seed=38, months=3)
     mutate(data, data.months, seed=5)
     reload_rows(app.dialect.engine, tables, data)
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     errors: list[BaseException] = []
     try:
         with watcher.lock_tables("products"):  # every month's tier-1 insert waits for it
             worker = threading.Thread(target=_capture(errors, lambda: app.refresh(months=data.months, jobs=2)))
             worker.start()
-            waiting = watcher.wait_for_session("INSERT INTO%", "%metadata lock%", count=2)
+            waiting = watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT, count=2)
             assert len(waiting) == 2
             assert len(watcher.sessions("INSERT INTO%")) == 2  # two months at once, the third one waits its turn
         worker.join(timeout=60)

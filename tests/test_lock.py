@@ -1,6 +1,6 @@
 """The run lock, with real processes: one refresh at a time, --wait, and a lock connection that dies.
 
-A refresh is held where a test wants it without big data: on MariaDB/PostgreSQL the test locks the
+A refresh is held where a test wants it without big data: on MariaDB and PostgreSQL the test locks the
 ``products`` table, so the refresh waits at its tier-1 statement; on SQLite (one writer for the whole
 file, so no table can be held on its own) the process is stalled on its first log line, written
 once it holds the lock and has recorded its run (``procs.start(stalled=True)``).
@@ -15,34 +15,25 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 from summarizer.errors import RefreshFailed
 from summarizer.lock import lock_name
 
 from . import procs
+from .conftest import scratch_database
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 
 @contextmanager
 def tier1_held(url: URL) -> Iterator[None]:
     """Every refresh on ``url`` waits at its tier-1 statement (it reads products) until the block exits."""
-    if url.get_backend_name() == "mysql":
-        watcher = procs.Watcher(url)
-        try:
-            with watcher.lock_tables("products"):
-                yield
-        finally:
-            watcher.close()
-        return
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as conn:
-        conn.execute(text("LOCK TABLE products IN ACCESS EXCLUSIVE MODE"))
-        yield
-        conn.rollback()
-    engine.dispose()
+    watcher = procs.watcher(url)
+    try:
+        with watcher.lock_tables("products"):
+            yield
+    finally:
+        watcher.close()
 
 
 def first_to_exit(*candidates: procs.Proc) -> procs.Proc:
@@ -93,29 +84,21 @@ def test_two_refreshes_started_together_one_runs_and_the_other_exits_75(db_url, 
                        exact=app.dialect.EXACT_DECIMAL)
 
 
-def test_the_lock_is_per_database_on_a_mysql_server(mysql_url, app_factory, tmp_path):
-    """GET_LOCK names are global to the server: two databases on it must not block each other."""
-    other = mysql_url.set(database=f"issue4_{uuid.uuid4().hex[:8]}")
-    admin = create_engine(mysql_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE `{other.database}`"))
-    try:
-        apps = [app_factory(mysql_url), app_factory(other)]
+def test_the_lock_is_per_database_on_a_server(server_url, app_factory, tmp_path):
+    """MariaDB's GET_LOCK names are global to the server: two databases on it must not block each other."""
+    with contextmanager(scratch_database)(server_url, f"issue4_{uuid.uuid4().hex[:8]}") as other:
+        apps = [app_factory(server_url), app_factory(other)]
         for app in apps:
             load(app.dialect.engine, random_dataset(seed=42, rows=100))
             app.init()
         assert lock_name(apps[0].dialect, "summarizer_refresh") != lock_name(apps[1].dialect, "summarizer_refresh")
-        with tier1_held(mysql_url):
-            busy = procs.start(mysql_url, "refresh", cwd=tmp_path)
+        with tier1_held(server_url):
+            busy = procs.start(server_url, "refresh", cwd=tmp_path)
             procs.wait_until(lambda: apps[0].runs.holder(), "the first database's run")
             assert apps[1].refresh().status == "succeeded"
         assert busy.finish() == 0
-    finally:
         for app in apps:
             app.close()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{other.database}`"))
-        admin.dispose()
 
 
 def _background_refresh(app: Any, outcome: dict[str, Any]) -> threading.Thread:
@@ -130,8 +113,8 @@ def _background_refresh(app: Any, outcome: dict[str, Any]) -> threading.Thread:
 
 
 @pytest.mark.parametrize("taken_over", [False, True], ids=["retaken", "taken-over"])
-def test_a_killed_lock_connection_is_retaken_or_the_run_stops(mysql_url, app_factory, caplog, taken_over):
-    app = app_factory(mysql_url)
+def test_a_killed_lock_connection_is_retaken_or_the_run_stops(server_url, app_factory, caplog, taken_over):
+    app = app_factory(server_url)
     data = random_dataset(seed=43, rows=400)
     tables = load(app.dialect.engine, data)
     app.init()
@@ -140,18 +123,18 @@ def test_a_killed_lock_connection_is_retaken_or_the_run_stops(mysql_url, app_fac
     mutate(data, data.months[:2])
     reload_rows(app.dialect.engine, tables, data)
     name = lock_name(app.dialect, app.config.refresh.lock_name)
-    watcher = procs.Watcher(mysql_url)
+    watcher = procs.watcher(server_url)
     outcome: dict[str, Any] = {}
     try:
-        with tier1_held(mysql_url):
+        with tier1_held(server_url):
             worker = _background_refresh(app, outcome)
-            watcher.wait_for_session("INSERT INTO%", "%metadata lock%")
+            watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
             lock_session = watcher.lock_holder(name)
             assert lock_session is not None
             watcher.kill(lock_session)
             procs.wait_until(lambda: watcher.lock_holder(name) is None, "the server to release the lock")
             if taken_over:  # another run takes the lock meanwhile
-                assert watcher.conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+                assert watcher.take_lock(name)
         worker.join(timeout=60)
     finally:
         watcher.close()
