@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Executable, func, inspect, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -195,7 +195,7 @@ class Refresher:
             self._record(run, INTERRUPTED, "stopped by a signal before it finished")
             raise
         except Exception as exc:
-            message = _describe(exc)
+            message = self._explain(exc, request.mode, months)
             self._record(run, FAILED, message)
             if isinstance(exc, SummarizerError):
                 raise
@@ -208,6 +208,36 @@ class Refresher:
             self._retry("run history", lambda: self.runs.finish(run, status, message))
         except Exception as exc:  # the database may be the thing that failed
             log.error("could not record run %d as %s: %s", run.id, status, _describe(exc))
+
+    def _explain(self, exc: Exception, mode: str, months: Sequence[dt.date]) -> str:
+        """The failure in one line; a duplicate key caused by raw rows that use the reserved label says so."""
+        found = self._reserved_label_in_use(mode, months) if isinstance(exc, IntegrityError) else None
+        if found is None:
+            return _describe(exc)
+        label = self.schema.all_marketplace
+        equal = "" if found == label else f" (equal to '{label}' for the database)"
+        return (f"the raw table {self.source.financials.name} has rows with marketplace '{found}'{equal}, the label "
+                "the summaries reserve for all marketplaces together: set [summary] all_marketplace to a label no "
+                "raw marketplace uses")
+
+    def _reserved_label_in_use(self, mode: str, months: Sequence[dt.date]) -> str | None:
+        """A raw marketplace equal to the all-marketplaces label; looked for only after an integrity error.
+
+        A full refresh looks in the shadow tier 1 it built; an incremental one in the raw table's months,
+        as a failed month's transaction takes its tier 1 rows back with it.
+        """
+        query = self.rollup.reserved_marketplace(tier1=self.schema.tiers(SHADOW_SUFFIX).asin) if mode == FULL \
+            else self.rollup.reserved_marketplace(months)
+
+        def read() -> str | None:
+            with self.engine.connect() as conn:
+                found = conn.execute(query).scalar()
+            return None if found is None else str(found)
+        try:
+            return self._retry("reserved label check", read)
+        except Exception as exc:  # the original error is still reported
+            log.warning("could not look for raw rows with the reserved marketplace label: %s", _describe(exc))
+            return None
 
     def _database_now(self) -> dt.datetime:
         with self.engine.connect() as conn:

@@ -158,6 +158,24 @@ class Rollup:
         """Reads at most one row; queues behind a rename of ``table`` that is waiting for readers."""
         return select(literal(1)).select_from(table).limit(1)
 
+    def reserved_marketplace(self, months: Sequence[dt.date] = (), *, tier1: Table | None = None) -> Select[Any]:
+        """At most one marketplace equal to the label of tier 2's all-marketplaces rows, which it collides with.
+
+        Read from ``tier1`` when given (a full refresh's shadow), else from the raw table; ``months``
+        limits it to those months. The database compares, so a value its collation equates is found too.
+        """
+        marketplace: ColumnElement[Any]
+        month: ColumnElement[Any]
+        if tier1 is not None:
+            marketplace, month = tier1.c.marketplace, tier1.c.month
+        else:
+            f = self.source.financials
+            marketplace, month = f.c[self.source.marketplace.name], f.c[self.source.month.name]
+        query = select(marketplace).where(marketplace == self.all_marketplace)
+        if months:
+            query = query.where(month.in_(list(months)))
+        return query.limit(1)
+
     # --- months ---------------------------------------------------------------------------------
     def source_months(self) -> Select[Any]:
         """Distinct months of the raw table (a loose index scan where month leads an index)."""

@@ -10,8 +10,10 @@ from sqlalchemy import func, inspect, select, text
 
 from summarizer.errors import RefreshFailed
 from summarizer.model import SHADOW_SUFFIX
+from summarizer.rollup import Rollup
 
-from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
+from . import procs
+from .oracle import METRICS, actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 
 def test_full_refresh_equals_independent_computation(db_url, app_factory):
@@ -144,3 +146,78 @@ def _close(value: object, total: Decimal, exact: bool) -> bool:
     if exact:
         return Decimal(str(value)) == total
     return abs(float(value) - float(total)) <= 1e-6 * max(1.0, abs(float(total)))  # type: ignore[arg-type]
+
+
+# --- raw rows that use the all-marketplaces label ------------------------------------------------------
+RESERVED_LABEL = ("the raw table financials has rows with marketplace 'ALL', the label the summaries reserve for "
+                  "all marketplaces together: set [summary] all_marketplace to a label no raw marketplace uses")
+
+
+def _with_label_rows(data, label="ALL"):
+    """Raw rows in the second month whose marketplace is ``label``, one per metric."""
+    month = data.months[1]
+    data.rows += [{"asin": f"A{n:04d}", "marketplace": label, "month": month, "metric": metric,
+                   "value": Decimal(n * 100 + 7) / 100} for n, metric in enumerate(METRICS)]
+    return month
+
+
+@pytest.mark.parametrize("mode", ["full", "months"])
+def test_raw_rows_with_the_all_marketplace_label_fail_the_refresh_clearly(db_url, app_factory, mode):
+    app = app_factory(db_url)
+    data = random_dataset(seed=13, huge=app.dialect.EXACT_DECIMAL)
+    tables = load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    before = actual_tiers(app.dialect.engine, app.schema.live().by_name())
+    month = _with_label_rows(data)
+    reload_rows(app.dialect.engine, tables, data)
+
+    with pytest.raises(RefreshFailed) as failure:
+        app.refresh(months=[month] if mode == "months" else ())
+    assert str(failure.value) == f"refresh failed: {RESERVED_LABEL}"
+    failed = app.runs.latest(1)[0]
+    assert (failed.mode, failed.status, failed.error) == (mode, "failed", RESERVED_LABEL)
+    assert actual_tiers(app.dialect.engine, app.schema.live().by_name()) == before
+
+
+def test_the_cli_names_the_all_marketplace_label(db_url, app_factory, tmp_path):
+    app = app_factory(db_url)
+    data = random_dataset(seed=14, rows=200, huge=app.dialect.EXACT_DECIMAL)
+    tables = load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    before = actual_tiers(app.dialect.engine, app.schema.live().by_name())
+    month = _with_label_rows(data)
+    reload_rows(app.dialect.engine, tables, data)
+
+    for args in (("refresh",), ("refresh", "--months", f"{month:%Y-%m}")):
+        done = procs.run(db_url, *args, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert f"Error: refresh failed: {RESERVED_LABEL}" in done.stderr
+        assert "UNIQUE" not in done.stderr and "Duplicate" not in done.stderr and "UniqueViolation" not in done.stderr
+    assert [(r.status, r.error) for r in app.runs.latest(2)] == [("failed", RESERVED_LABEL)] * 2
+    assert actual_tiers(app.dialect.engine, app.schema.live().by_name()) == before
+
+
+def test_another_all_marketplace_label_refreshes_the_same_data(db_url, app_factory, monkeypatch):
+    looked: list[object] = []
+    real = Rollup.reserved_marketplace
+
+    def spy(self, *args, **kwargs):
+        looked.append(args)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Rollup, "reserved_marketplace", spy)
+    app = app_factory(db_url, summary_all_marketplace="EVERY")
+    data = random_dataset(seed=13, huge=app.dialect.EXACT_DECIMAL)
+    month = _with_label_rows(data)
+    load(app.dialect.engine, data)
+    app.init()
+    expected = expected_tiers(data, all_marketplace="EVERY")
+    assert any(key[2] == "ALL" for key in expected["brand"])  # 'ALL' is an ordinary marketplace here
+    for months in ((), [month]):
+        run = app.refresh(months=months)
+        assert run.status == "succeeded"
+        assert_tiers_equal(expected, actual_tiers(app.dialect.engine, app.schema.live().by_name()),
+                           exact=app.dialect.EXACT_DECIMAL)
+    assert app.verify().ok
+    assert looked == []  # the check runs only after an integrity error, never on the happy path
