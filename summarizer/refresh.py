@@ -21,15 +21,17 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Executable, func, inspect, select, text
+from sqlalchemy import Delete, Executable, Insert, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.expression import TableClause
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from . import spark_engine
@@ -287,14 +289,25 @@ class Refresher:
         """``work()``, tried again after transient database errors."""
         return self._retrying(what, lock_timeouts=lock_timeouts)(work)
 
-    def execute(self, what: str, statements: Sequence[Executable | str], params: dict[str, Any] | None = None) -> None:
-        """Run ``statements`` in one transaction, retried as a whole on transient errors."""
-        def once() -> None:
+    def execute(self, what: str, statements: Sequence[Executable | str],
+                params: dict[str, Any] | None = None) -> list[int]:
+        """Run ``statements`` in one transaction, retried as a whole on transient errors; their row counts."""
+        def once() -> list[int]:
             with self.engine.begin() as conn:
                 self.dialect.prepare_refresh_session(conn, self.config.refresh.tmp_table_size)
-                for statement in statements:
-                    conn.execute(text(statement) if isinstance(statement, str) else statement, params or {})
-        self._retry(what, once)
+                conn = conn.execution_options(preserve_rowcount=True)  # psycopg's INSERT ... SELECT counts too
+                return [conn.execute(text(s) if isinstance(s, str) else s, params or {}).rowcount for s in statements]
+        return self._retry(what, once)
+
+    def replace_month(self, month: dt.date, statements: Sequence[Delete | Insert]) -> Counter[str]:
+        """One month of the live tiers in one transaction (``statements``); the rows each table gained or lost."""
+        counts = self.execute(f"month {month:%Y-%m}", statements, {"month": month})
+        change: Counter[str] = Counter()
+        for statement, count in zip(statements, counts, strict=True):
+            table = statement.table
+            assert isinstance(table, TableClause)
+            change[table.name] += -count if isinstance(statement, Delete) else count
+        return change
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -437,22 +450,35 @@ class Refresher:
                         "(run `summarizer init --source-indexes`)")
         # spark: Spark computes the months into staging tables first; each month then moves in one transaction
         months_work = spark_engine.staged(self, run, months, check) if spark else \
-            nullcontext(lambda m: self.execute(f"month {m:%Y-%m}", statements, {"month": m}))
+            nullcontext(lambda m: self.replace_month(m, statements))
         with months_work as work:
             self.progress.begin(f"{run.mode} refresh", len(months))
             try:
                 with self.timed("months"):
-                    self._parallel(months, jobs, check, work)
+                    changes: Counter[str] = Counter()
+                    for change in self._parallel(months, jobs, check, work):
+                        changes.update(change)  # update() keeps negative counts; + would drop them
             finally:
                 self.progress.end()
-        run.rows = self._count(live)
+        run.rows = self._rows_after(run, live, changes)
+
+    def _rows_after(self, run: Run, live: Tiers, changes: Counter[str]) -> dict[str, int | None]:
+        """Rows per tier after an incremental run without counting them (a COUNT(*) of every tier grows
+        with the tiers): the previous run's figures plus this run's changes. Counted when the previous
+        run did not succeed, since a failed or killed run may have committed months it did not record."""
+        before = self._retry("run history", lambda: self.runs.previous(run))
+        if before is None or before.status != SUCCEEDED or any(before.rows.get(n) is None for n in live.by_name()):
+            return self._count(live)
+        return {name: int(before.rows[name] or 0) + changes[table.name] for name, table in live.by_name().items()}
 
     def _parallel(self, months: Sequence[dt.date], jobs: int, check: Callable[[], None],
-                  work: Callable[[dt.date], None]) -> None:
-        """Up to ``jobs`` months at once, each on its own connection; the lock checked before each."""
+                  work: Callable[[dt.date], T]) -> list[T]:
+        """Up to ``jobs`` months at once, each on its own connection; the lock checked before each.
+        What ``work`` returned for each month, in the order they finished."""
         pending = list(months)
+        results: list[T] = []
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="month") as pool:
-            running: dict[Future[None], dt.date] = {}
+            running: dict[Future[T], dt.date] = {}
             try:
                 while pending or running:
                     while pending and len(running) < jobs:
@@ -462,12 +488,13 @@ class Refresher:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         month = running.pop(future)
-                        future.result()
+                        results.append(future.result())
                         self.progress.advance(f"{month:%Y-%m}")
             except BaseException:
                 for future in running:
                     future.cancel()
                 raise
+        return results
 
 
 def _as_date(value: object) -> dt.date:

@@ -107,6 +107,13 @@ class RunLog:
         with self.engine.connect() as conn:
             return conn.execute(select(self.table.c.status).where(self.table.c.id == run.id)).scalar() == RUNNING
 
+    def previous(self, run: Run) -> Run | None:
+        """The run recorded just before ``run``."""
+        t = self.table
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t).where(t.c.id < run.id).order_by(t.c.id.desc()).limit(1)).first()
+        return Run.from_row(row) if row else None
+
     def latest(self, limit: int = 10) -> list[Run]:
         t = self.table
         with self.engine.connect() as conn:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -193,14 +194,14 @@ def fill_shadows(refresher: Refresher, shadow: Tiers, stamp: dt.datetime, check:
 
 @contextmanager
 def staged(refresher: Refresher, run: Run, months: Sequence[dt.date],
-           check: Callable[[], None]) -> Iterator[Callable[[dt.date], None]]:
+           check: Callable[[], None]) -> Iterator[Callable[[dt.date], Counter[str]]]:
     """Spark computes ``months`` into staging tables; yields the per-month step that moves one month
     into the live tiers (one transaction: delete, insert from staging). Staging is dropped afterwards."""
     live, stage = refresher.schema.live(), refresher.schema.tiers(STAGE_SUFFIX)
     statements = refresher.rollup.staged_month_statements(list(live), list(stage))
 
-    def move(month: dt.date) -> None:
-        refresher.execute(f"month {month:%Y-%m}", statements, {"month": month})
+    def move(month: dt.date) -> Counter[str]:
+        return refresher.replace_month(month, statements)
     if not months:
         yield move
         return

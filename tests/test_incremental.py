@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import Engine, Table, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 
-from summarizer.errors import ConfigError, SummarizerError
+from summarizer.errors import ConfigError, RefreshFailed, SummarizerError
 from summarizer.model import Tiers
 from summarizer.months import parse_months
 
@@ -104,6 +104,35 @@ def test_months_make_the_changed_months_right_and_leave_the_others_alone(db_url,
     assert_only_rewritten(app.dialect.engine, app.schema.live(), changed, data.months)
     assert app.verify().ok
     assert app.runs.latest(1)[0].rows == {tier: len(rows) for tier, rows in expected_tiers(data).items()}
+
+
+def test_rows_per_tier_follow_incremental_runs_and_are_counted_after_a_failed_one(db_url, app_factory):
+    """An incremental run records rows per tier without counting them: the previous run's figures plus
+    its own changes. After a run that failed having committed a month, they are counted again."""
+    app = app_factory(db_url)
+    data, tables = loaded(app, seed=39, months=5)
+    m1, m2, m3, m4, _ = data.months
+
+    def oracle_rows() -> dict[str, int]:
+        return {tier: len(rows) for tier, rows in expected_tiers(data).items()}
+
+    mutate(data, [m1, m4], seed=11)
+    data.rows = [r for r in data.rows if not (r["month"] == m4 and r["marketplace"] == "US")]  # fewer keys
+    reload_rows(app.dialect.engine, tables, data)
+    assert app.refresh(months=[m1, m4], jobs=2).rows == oracle_rows()
+
+    before = oracle_rows()
+    data.rows = [r for r in data.rows if r["month"] != m2]  # month 2 goes: every tier loses its rows
+    data.rows.append({"asin": "A0001", "marketplace": "ALL", "month": m3, "metric": "revenue",  # month 3 fails
+                      "value": Decimal("1.5")})
+    reload_rows(app.dialect.engine, tables, data)
+    with pytest.raises(RefreshFailed):
+        app.refresh(months=[m2, m3])
+    data.rows.pop()
+    reload_rows(app.dialect.engine, tables, data)
+    assert oracle_rows() != before  # month 2's deletion was committed by the failed run, and not recorded
+    assert app.refresh(months=[m3]).rows == oracle_rows()
+    assert_matches_oracle(app, data)
 
 
 def test_a_month_without_raw_rows_disappears_from_every_tier(db_url, app_factory):
