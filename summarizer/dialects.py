@@ -93,6 +93,11 @@ class Dialect:
         return str(ddl.compile(dialect=self.engine.dialect)), False
 
     # --- the run lock ---------------------------------------------------------------------------
+    def lock_session_statements(self) -> list[str]:
+        """Run once on the lock's own connection: it sits idle while the steps run, for hours maybe, and
+        a server's idle timeout must not end it (that would release the lock in the middle of a step)."""
+        return []
+
     def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
         raise NotImplementedError
 
@@ -186,6 +191,9 @@ class MySQLDialect(Dialect):
         return (f"ALTER TABLE {self.quote(index.table.name)} ADD INDEX {self.quote(index.name)} ({columns}), "
                 "ALGORITHM=INPLACE, LOCK=NONE", False)
 
+    def lock_session_statements(self) -> list[str]:
+        return ["SET SESSION wait_timeout = 31536000"]  # a year, the largest allowed (default 8 hours)
+
     def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
         return "SELECT GET_LOCK(:name, 0)", {"name": name}
 
@@ -257,6 +265,10 @@ class PostgresDialect(Dialect):
         """The advisory lock's number for the lock ``name``."""
         # non-negative, so that pg_locks' (classid << 32 | objid) reads back the same number
         return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF
+
+    def lock_session_statements(self) -> list[str]:
+        # idle_session_timeout exists from PostgreSQL 14 on: set only where the server has it
+        return ["SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'idle_session_timeout'"]
 
     def try_lock_sql(self, name: str) -> tuple[str, dict[str, object]]:
         return "SELECT pg_try_advisory_lock(:key)", {"key": self.lock_key(name)}

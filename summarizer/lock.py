@@ -5,7 +5,8 @@ its own, opened outside the pool and kept for the whole run: a pool's reset or r
 release such a lock, and would hand the locked session to other work. Closing that connection (or
 the process dying) releases the lock. Before every step the refresh calls :meth:`RunLock.check`,
 which takes the lock again on a new connection if its connection was lost, or stops the run if
-another run took the lock meanwhile.
+another run took the lock meanwhile. The lock's connection sits idle while the steps run, so it
+lifts the server's idle timeout for its own session (``wait_timeout``, ``idle_session_timeout``).
 
 ``GET_LOCK`` names are global to a MySQL server, so the name is qualified with the database: two
 databases on one server refresh independently. (PostgreSQL advisory locks are per database already.)
@@ -89,6 +90,9 @@ class DatabaseRunLock:
         conn = self.conn or self.engine.connect()
         sql, params = self.dialect.try_lock_sql(self.name)
         try:
+            if self.conn is None:
+                for statement in self.dialect.lock_session_statements():
+                    conn.execute(text(statement))
             got = bool(conn.execute(text(sql), params).scalar())
             conn.commit()  # end the implicit transaction; the lock belongs to the session
         except BaseException:

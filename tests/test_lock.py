@@ -9,6 +9,7 @@ once it holds the lock and has recorded its run (``procs.start(stalled=True)``).
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -110,6 +111,42 @@ def _background_refresh(app: Any, outcome: dict[str, Any]) -> threading.Thread:
     thread = threading.Thread(target=target)
     thread.start()
     return thread
+
+
+def short_idle_timeout(url: URL, seconds: int) -> URL:
+    """``url`` with every session ended by the server after ``seconds`` idle, as some DBAs configure it."""
+    if url.get_backend_name() == "postgresql":
+        return url.update_query_dict({"options": f"-c idle_session_timeout={seconds * 1000}"})
+    return url.update_query_dict({"init_command": f"SET SESSION wait_timeout = {seconds}"})
+
+
+def test_the_lock_outlives_the_servers_idle_timeout(server_url, app_factory, caplog):
+    """The lock's connection sits idle while a long step runs: a short server idle timeout (MySQL
+    ``wait_timeout``, PostgreSQL ``idle_session_timeout``) must not end its session and so release the
+    lock in the middle of the step, where another run could take it."""
+    url = short_idle_timeout(server_url, 1)
+    app = app_factory(url)
+    data = random_dataset(seed=44, rows=300)
+    load(app.dialect.engine, data)
+    app.init()
+    name = lock_name(app.dialect, app.config.refresh.lock_name)
+    watcher = procs.watcher(server_url)
+    outcome: dict[str, Any] = {}
+    try:
+        with tier1_held(server_url):  # a step that takes three idle timeouts
+            worker = _background_refresh(app, outcome)
+            watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+            holder = watcher.lock_holder(name)
+            assert holder is not None
+            time.sleep(3)
+            assert watcher.lock_holder(name) == holder, "the server ended the lock's idle session"
+        worker.join(timeout=60)
+    finally:
+        watcher.close()
+    assert "error" not in outcome, outcome["error"]
+    assert outcome["run"].status == "succeeded"
+    assert "the run lock's connection was lost; taking the lock again" not in [r.getMessage() for r in caplog.records]
+    assert_tiers_equal(expected_tiers(data), actual_tiers(app.dialect.engine, app.schema.live().by_name()), exact=True)
 
 
 @pytest.mark.parametrize("taken_over", [False, True], ids=["retaken", "taken-over"])
