@@ -88,6 +88,11 @@ class Dialect:
     def drop_table_if_exists(self, name: str) -> str:
         return f"DROP TABLE IF EXISTS {self.quote(name)}"
 
+    def statistics_statements(self, tables: Sequence[Table]) -> list[str]:
+        """Planner statistics for freshly loaded shadow tables, gathered before they go live (none by default:
+        InnoDB samples a table's statistics itself once a tenth of it has changed)."""
+        return []
+
     def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
         """The statement adding an index to a busy source table, and whether it needs autocommit."""
         return str(ddl.compile(dialect=self.engine.dialect)), False
@@ -265,6 +270,11 @@ class PostgresDialect(Dialect):
         """The advisory lock's number for the lock ``name``."""
         # non-negative, so that pg_locks' (classid << 32 | objid) reads back the same number
         return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF
+
+    def statistics_statements(self, tables: Sequence[Table]) -> list[str]:
+        # A new table has no statistics until autovacuum gets to it: until then the planner guesses, and
+        # a dashboard's query on the brand tier took 3.7 ms instead of 1.2 ms. ANALYZE samples 30,000 rows.
+        return [f"ANALYZE {', '.join(self.quote(t.name) for t in tables)}"] if tables else []
 
     def lock_session_statements(self) -> list[str]:
         # idle_session_timeout exists from PostgreSQL 14 on: set only where the server has it

@@ -347,6 +347,9 @@ class Refresher:
             self._full_chunks(shadow, months, stamp, plan.chunked, check, jobs)
         with self.timed("indexes"):
             self._retry("indexes", lambda: self._create_indexes(shadow))
+        if statistics := self.dialect.statistics_statements(list(shadow)):
+            with self.timed("statistics"):
+                self.execute("statistics", statistics)
         run.rows = self._count(shadow)
         check()
         with self.timed("swap"):
