@@ -74,7 +74,7 @@ CREATE INDEX ix_financials_summary_monthly_brand__new_market ON financials_summa
 
 CREATE INDEX ix_financials_summary_monthly_category__new_category ON financials_summary_monthly_category__new (category_id, month);
 
-ANALYZE financials_summary_monthly_asin_marketplace__new, financials_summary_monthly_brand__new, financials_summary_monthly_category__new;
+ANALYZE financials_summary_monthly_brand__new, financials_summary_monthly_category__new;
 
 -- the swap
 BEGIN;
