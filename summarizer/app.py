@@ -24,7 +24,8 @@ from .ddl import InitPlan, apply, plan_init, require_tables
 from .dialects import Dialect, connect
 from .errors import DatabaseUnavailable
 from .model import Schema, source_from_config
-from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request, choose_plan
+from .plan import choose_plan
+from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
 from .rollup import Rollup
 from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
 from .verify import VerifyReport, verify

@@ -43,12 +43,13 @@ from .config import Config
 from .ddl import check_source, ddl
 from .errors import ConfigError, RefreshFailed
 from .model import Tiers
+from .plan import Plan, choose_plan
 from .rollup import TIER1_COLUMNS, TIER2_COLUMNS, TIER3_COLUMNS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from .refresh import Plan, Refresher, Request
+    from .refresh import Refresher, Request
     from .runs import Run
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,6 @@ def _check_parquet(config: Config) -> None:
 
 def plan(refresher: Refresher) -> Plan:
     """What the run record and the log say about how the tiers are computed."""
-    from .refresh import Plan, choose_plan  # refresh imports this module: import at call time
-
     config = refresher.config
     where = f"spark ({config.spark.master.split(';', 1)[0]})"  # a Connect URL's ;token=... stays out of the record
     if config.spark.source == "parquet":

@@ -1,0 +1,50 @@
+"""How a refresh reads the raw table, chosen from the raw table's indexes, and why.
+
+Month chunks only where an index serves them in GROUP BY order: ``(month, asin, marketplace,
+metric, value)``, the covering index ``summarizer init --source-indexes`` adds. With ``month`` fixed
+such an index delivers each month's rows already grouped, so the aggregate streams with no temporary
+table. Without it, month chunks would turn one scan of the raw table into one per month, so the
+refresh reads the table in one pass instead, and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import inspect
+
+from .dialects import Dialect
+from .model import Source, covering_index_columns
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How tier 1 reads the raw table, and why."""
+
+    chunked: bool
+    reason: str
+    engine: str = ""  # another engine computes the tiers (spark): the reason says how
+
+    def describe(self) -> str:
+        if self.engine:
+            return self.reason
+        return ("month chunks through the covering index" if self.chunked else "one pass over the raw table") \
+            + f": {self.reason}"
+
+
+def choose_plan(dialect: Dialect, source: Source) -> Plan:
+    """Month chunks only where an index serves them in group-by order; otherwise one scan."""
+    wanted = covering_index_columns(source)
+    keys, value = wanted[:-1], wanted[-1]
+    indexes = inspect(dialect.engine).get_indexes(source.financials.name)
+    for index in indexes:
+        columns = [str(c) for c in index["column_names"]]
+        if columns[:len(keys)] == keys and value in columns:
+            return Plan(True, f"index {index['name']} ({', '.join(columns)}) covers the GROUP BY in its order")
+    leading = [i["name"] for i in indexes if i["column_names"][:1] == keys[:1]]
+    why = (f"index {', '.join(str(n) for n in leading)} leads with {keys[0]} but does not cover the group keys and "
+           "value, so month chunks would look up every raw row" if leading
+           else f"no index leads with {keys[0]}, so month chunks would each scan the whole table")
+    return Plan(False, f"{why}; the GROUP BY sorts through a temporary table instead, which can take hours at "
+                       f"tens of millions of rows. Add the index with `summarizer init --source-indexes` "
+                       f"({', '.join(wanted)})")
