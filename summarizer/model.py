@@ -35,6 +35,7 @@ from sqlalchemy import (
     column,
     table,
 )
+from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.sql.expression import ColumnClause, TableClause
 from sqlalchemy.types import REAL, TypeEngine
 
@@ -184,6 +185,10 @@ class Schema:
         )
 
 
+# The run history keeps microseconds, so a run's duration is exact (MySQL's DATETIME keeps whole seconds)
+RUN_TIME = DateTime().with_variant(MYSQL_DATETIME(fsp=6), "mysql", "mariadb")
+
+
 def runs_table(metadata: MetaData, name: str) -> Table:
     """The run history: one row per refresh, written as it goes."""
     return Table(
@@ -192,9 +197,9 @@ def runs_table(metadata: MetaData, name: str) -> Table:
         Column("mode", String(16), nullable=False),
         Column("months", Text, nullable=True),
         Column("status", String(16), nullable=False),
-        Column("started_at", DateTime, nullable=False),
-        Column("finished_at", DateTime, nullable=True),
-        Column("data_as_of", DateTime, nullable=True),
+        Column("started_at", RUN_TIME, nullable=False),
+        Column("finished_at", RUN_TIME, nullable=True),
+        Column("data_as_of", RUN_TIME, nullable=True),
         Column("rows_asin", BigInteger, nullable=True),
         Column("rows_brand", BigInteger, nullable=True),
         Column("rows_category", BigInteger, nullable=True),

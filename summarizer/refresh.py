@@ -304,7 +304,7 @@ class Refresher:
         plan = spark_engine.plan(self) if spark else choose_plan(self.dialect, self.source)
         run.plan = plan.describe()
         (log.info if plan.chunked else log.warning)("plan: %s", run.plan)
-        stamp = run.started_at
+        stamp = run.stamp
         with self.timed("prepare"):
             self._create_shadows(live, shadow)
         if spark:
@@ -415,7 +415,7 @@ class Refresher:
     # --- incremental refresh --------------------------------------------------------------------
     def _incremental(self, run: Run, months: Sequence[dt.date], jobs: int, check: Callable[[], None]) -> None:
         live = self.schema.live()
-        statements = self.rollup.month_statements(list(live), run.started_at)
+        statements = self.rollup.month_statements(list(live), run.stamp)
         spark = spark_engine.enabled(self.config)
         if months and not spark and not choose_plan(self.dialect, self.source).chunked:
             log.warning("the raw table has no covering index: each month reads the whole table "

@@ -22,8 +22,8 @@ RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "int
 
 
 def utcnow() -> dt.datetime:
-    """Naive UTC, to the second: the form every timestamp summarizer writes takes."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    """Naive UTC: the form every timestamp summarizer writes takes (the run history keeps microseconds)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -51,6 +51,11 @@ class Run:
                    rows={tier: m[f"rows_{tier}"] for tier in ("asin", "brand", "category")},
                    plan=m["plan"], steps=json.loads(m["steps"] or "{}"), error=m["error"],
                    host=m["host"], pid=m["pid"], version=m["version"])
+
+    @property
+    def stamp(self) -> dt.datetime:
+        """The ``refreshed_at`` the run writes into the tiers: its start, to the second (as DATETIME keeps it)."""
+        return self.started_at.replace(microsecond=0)
 
     def describe(self) -> str:
         return (f"run {self.id} ({self.mode}) on host {self.host} pid {self.pid}, "

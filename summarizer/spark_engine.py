@@ -207,7 +207,7 @@ def staged(refresher: Refresher, run: Run, months: Sequence[dt.date],
     drops = [refresher.dialect.drop_table_if_exists(t.name) for t in stage]
     refresher.execute("staging tables", [*drops, *(ddl(CreateTable(t), refresher.engine.dialect) for t in stage)])
     try:
-        TierJob(refresher).write_tiers(stage, run.started_at, list(months), check)
+        TierJob(refresher).write_tiers(stage, run.stamp, list(months), check)
         yield move
     finally:
         try:

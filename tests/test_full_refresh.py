@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -237,3 +238,38 @@ def test_postgresql_tiers_go_live_with_planner_statistics(postgres_url, app_fact
                     for t in (app.schema.live().brand, app.schema.live().category)}
     assert all(columns > 0 for columns in analyzed.values()), analyzed
     assert "statistics" in run.steps
+
+
+# --- the run record's times ----------------------------------------------------------------------------
+def test_the_run_record_times_a_run_to_the_microsecond(db_url, app_factory):
+    """The run history keeps microseconds, so a run under a second does not show 0 s (or 1 s); the tiers'
+    refreshed_at is the run's start to the second."""
+    app = app_factory(db_url)
+    load(app.dialect.engine, random_dataset(seed=16, rows=200, huge=app.dialect.EXACT_DECIMAL))
+    app.init()
+    started = time.perf_counter()
+    app.refresh()
+    wall = time.perf_counter() - started
+    run = app.runs.latest(1)[0]  # as the database gives it back
+    assert run.finished_at is not None and 0 < run.duration() <= wall
+    assert run.started_at.microsecond or run.finished_at.microsecond
+    live = app.schema.live()
+    with app.dialect.engine.connect() as conn:
+        stamps = {conn.execute(select(t.c.refreshed_at).distinct()).scalar_one() for t in live}
+    assert stamps == {run.stamp}
+
+
+def test_a_run_table_with_whole_second_times_still_serves(mysql_url, app_factory):
+    """A run history created before it kept microseconds (MySQL DATETIME): init accepts it, refreshes run."""
+    app = app_factory(mysql_url)
+    load(app.dialect.engine, random_dataset(seed=17, rows=200))
+    app.init()
+    runs = app.schema.runs().name
+    with app.dialect.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {runs} MODIFY started_at DATETIME NOT NULL, MODIFY finished_at DATETIME NULL, "
+                          "MODIFY data_as_of DATETIME NULL"))
+    app.init()
+    assert app.refresh().status == "succeeded"
+    run = app.runs.latest(1)[0]
+    assert run.status == "succeeded" and run.started_at.microsecond == 0
+    assert app.verify().ok

@@ -87,7 +87,7 @@ def test_full_and_incremental_equal_the_database_engine_and_the_oracle(mysql_url
     assert run.status == "succeeded" and run.plan.startswith(f"spark ({MASTER})") and "spark asin" in run.steps
     assert tiers(engine) == by_database
     assert_tiers_equal(expected_tiers(data), tiers(engine), exact=True)
-    assert {s for months in stamps(engine).values() for m in months.values() for s in m} == {run.started_at}
+    assert {s for months in stamps(engine).values() for m in months.values() for s in m} == {run.stamp}
     assert engine.verify().ok and not leftovers(engine, "__new")
 
     changed = data.months[1:3]
@@ -97,7 +97,7 @@ def test_full_and_incremental_equal_the_database_engine_and_the_oracle(mysql_url
     assert run.status == "succeeded" and run.months == ",".join(f"{m:%Y-%m}" for m in changed)
     assert_tiers_equal(expected_tiers(data), tiers(engine), exact=True)
     for months in stamps(engine).values():  # only the asked months were replaced
-        assert {m for m, s in months.items() if s == {run.started_at}} == set(changed)
+        assert {m for m, s in months.items() if s == {run.stamp}} == set(changed)
     by_spark = tiers(engine)
     database.refresh(months=changed)
     assert tiers(database) == by_spark
