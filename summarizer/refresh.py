@@ -165,9 +165,10 @@ class Refresher:
             self._record(run, INTERRUPTED, "stopped by a signal before it finished")
             raise
         except Exception as exc:
-            message = self._explain(exc, request.mode, months)
+            reserved = self._reserved_label_message(exc, request.mode, months)
+            message = reserved or _describe(exc)
             self._record(run, FAILED, message)
-            if isinstance(exc, SummarizerError):
+            if isinstance(exc, SummarizerError) and reserved is None:
                 raise
             raise RefreshFailed(f"refresh failed: {message}") from exc
         self._retry("run history", lambda: self.runs.finish(run, SUCCEEDED))
@@ -179,11 +180,15 @@ class Refresher:
         except Exception as exc:  # the database may be the thing that failed
             log.error("could not record run %d as %s: %s", run.id, status, _describe(exc))
 
-    def _explain(self, exc: Exception, mode: str, months: Sequence[dt.date]) -> str:
-        """The failure in one line; a duplicate key caused by raw rows that use the reserved label says so."""
-        found = self._reserved_label_in_use(mode, months) if isinstance(exc, IntegrityError) else None
+    def _reserved_label_message(self, exc: Exception, mode: str, months: Sequence[dt.date]) -> str | None:
+        """What to say instead of a duplicate key caused by raw rows that use the reserved label, if that is it.
+
+        Spark's JDBC writes report a duplicate key as a Spark error, so a failed full Spark refresh looks
+        too (its tier 1 is written to the shadow table before tier 2)."""
+        spark_full = mode == FULL and isinstance(exc, RefreshFailed) and spark_engine.enabled(self.config)
+        found = self._reserved_label_in_use(mode, months) if isinstance(exc, IntegrityError) or spark_full else None
         if found is None:
-            return _describe(exc)
+            return None
         label = self.schema.all_marketplace
         equal = "" if found == label else f" (equal to '{label}' for the database)"
         return (f"the raw table {self.source.financials.name} has rows with marketplace '{found}'{equal}, the label "

@@ -317,3 +317,17 @@ def test_without_pyspark_the_package_works_and_the_engine_names_the_extra(mysql_
 
 def test_the_database_engine_stays_the_default(tmp_path):
     assert load_config(tmp_path / "absent.ini", {}).refresh.engine == "database"
+
+
+def test_raw_rows_with_the_all_marketplace_label_fail_a_spark_refresh_clearly(refreshed, mysql_url, app_factory, spark):
+    app, data, before = refreshed
+    with app.dialect.engine.begin() as conn:
+        conn.execute(text("INSERT INTO financials (asin, marketplace, month, metric, value) "
+                          "VALUES ('A0001', 'ALL', :month, 'revenue', 1.5)"), {"month": data.months[0]})
+    engine = app_factory(mysql_url, **SPARK)
+    with pytest.raises(RefreshFailed) as caught:
+        engine.refresh()
+    assert "has rows with marketplace 'ALL', the label the summaries reserve" in str(caught.value)
+    assert tiers(app) == before
+    failed = last_run(app)
+    assert failed.status == "failed" and "set [summary] all_marketplace" in failed.error
