@@ -120,6 +120,10 @@ class Tiers:
     def by_name(self) -> dict[str, Table]:
         return dict(zip(TIERS, self, strict=True))
 
+    def read_by_dashboards(self) -> list[Table]:
+        """The tiers the read API queries; tier 1 is read a month at a time through its primary key."""
+        return [self.brand, self.category]
+
 
 class Schema:
     """Builds the summary and bookkeeping ``Table`` objects for one config."""

@@ -28,14 +28,18 @@ def run_line(run: Run) -> str:
     rows = "/".join("-" if n is None else str(n) for n in run.rows.values())
     months = f" [{run.months}]" if run.months else ""
     error = f"  error: {run.error}" if run.error else ""
-    steps = ", ".join(f"{name} {duration(sec)}" for name, sec in run.steps.items() if name != "total")
+    steps = step_times(run)
     return (f"#{run.id:<5} {run.status:<11} {run.mode:<8} {run.started_at:%Y-%m-%d %H:%M:%S}  "
             f"{duration(run.duration()):>7}  rows {rows}{months}  {run.host}:{run.pid} v{run.version}{error}"
             + (f"\n         steps: {steps}" if steps else ""))
 
 
+def step_times(run: Run) -> str:
+    return ", ".join(f"{name} {duration(sec)}" for name, sec in run.steps.items() if name != "total")
+
+
 def run_summary(run: Run) -> str:
-    steps = ", ".join(f"{name} {duration(sec)}" for name, sec in run.steps.items() if name != "total")
+    steps = step_times(run)
     rows = ", ".join(f"{tier} {n}" for tier, n in run.rows.items())
     return f"run {run.id} {run.status} in {duration(run.duration())}: {rows}\nsteps: {steps}" + (
         f"\nplan: {run.plan}" if run.plan else "")

@@ -28,7 +28,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Delete, Executable, Insert, func, inspect, select, text
+from sqlalchemy import Connection, Delete, Executable, Insert, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TableClause
@@ -149,7 +149,7 @@ class Refresher:
         return holder.describe() if holder else "a run that has not recorded itself in the run history"
 
     def _run_locked(self, request: Request, lock: RunLock) -> Run:
-        data_as_of = self._retry("database clock", self._database_now)
+        data_as_of = self._read("database clock", self._database_now)
         months = self._months_for(request)
         label = ",".join(f"{m:%Y-%m}" for m in months) if request.mode != FULL else None
         run = self.runs.start(request.mode, label, data_as_of)
@@ -203,20 +203,15 @@ class Refresher:
         """
         query = self.rollup.reserved_marketplace(tier1=self.schema.tiers(SHADOW_SUFFIX).asin) if mode == FULL \
             else self.rollup.reserved_marketplace(months)
-
-        def read() -> str | None:
-            with self.engine.connect() as conn:
-                found = conn.execute(query).scalar()
-            return None if found is None else str(found)
         try:
-            return self._retry("reserved label check", read)
+            found = self._read("reserved label check", lambda conn: conn.execute(query).scalar())
+            return None if found is None else str(found)
         except Exception as exc:  # the original error is still reported
             log.warning("could not look for raw rows with the reserved marketplace label: %s", _describe(exc))
             return None
 
-    def _database_now(self) -> dt.datetime:
-        with self.engine.connect() as conn:
-            value = conn.execute(text(self.dialect.now_sql())).scalar()
+    def _database_now(self, conn: Connection) -> dt.datetime:
+        value = conn.execute(text(self.dialect.now_sql())).scalar()
         return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
 
     def _months_for(self, request: Request) -> tuple[dt.date, ...]:
@@ -235,11 +230,9 @@ class Refresher:
         return ()
 
     def _changed_months(self, since: dt.datetime | None) -> tuple[dt.date, ...]:
-        def read() -> tuple[dt.date, ...]:
-            with self.engine.connect() as conn:
-                rows = conn.execute(self.rollup.changed_months(), {"since": since}).scalars()
-                return tuple(_as_date(m) for m in rows)
-        return self._retry("changed months", read)
+        query = self.rollup.changed_months()
+        return self._read("changed months", lambda conn: tuple(
+            _as_date(m) for m in conn.execute(query, {"since": since}).scalars()))
 
     # --- steps ------------------------------------------------------------------------------------
     def _retrying(self, what: str, *, lock_timeouts: bool = True) -> Retrying:
@@ -261,6 +254,13 @@ class Refresher:
     def _retry(self, what: str, work: Callable[[], T], *, lock_timeouts: bool = True) -> T:
         """``work()``, tried again after transient database errors."""
         return self._retrying(what, lock_timeouts=lock_timeouts)(work)
+
+    def _read(self, what: str, read: Callable[[Connection], T]) -> T:
+        """``read(conn)`` on a pooled connection, tried again after transient database errors."""
+        def once() -> T:
+            with self.engine.connect() as conn:
+                return read(conn)
+        return self._retry(what, once)
 
     def execute(self, what: str, statements: Sequence[Executable | str],
                 params: dict[str, Any] | None = None) -> list[int]:
@@ -293,11 +293,8 @@ class Refresher:
                 self.steps[name] = self.steps.get(name, 0.0) + elapsed
 
     def _count(self, tiers: Tiers) -> dict[str, int | None]:
-        def read() -> dict[str, int | None]:
-            with self.engine.connect() as conn:
-                return {name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                        for name, t in tiers.by_name().items()}
-        return self._retry("count rows", read)
+        counts = {name: select(func.count()).select_from(t) for name, t in tiers.by_name().items()}
+        return self._read("count rows", lambda conn: {name: conn.execute(q).scalar_one() for name, q in counts.items()})
 
     def _table_names(self) -> set[str]:
         return set(inspect(self.engine).get_table_names())
@@ -320,8 +317,7 @@ class Refresher:
             self._full_chunks(shadow, months, stamp, plan.chunked, check, jobs)
         with self.timed("indexes"):
             self._retry("indexes", lambda: self._create_indexes(shadow))
-        # the tiers the dashboards query; tier 1 is read a month at a time through its primary key
-        if statistics := self.dialect.statistics_statements([shadow.brand, shadow.category]):
+        if statistics := self.dialect.statistics_statements(shadow.read_by_dashboards()):
             with self.timed("statistics"):
                 self.execute("statistics", statistics)
         run.rows = self._count(shadow)
@@ -347,11 +343,7 @@ class Refresher:
         else:
             query = self.rollup.source_months() if self.dialect.LOOSE_INDEX_SCAN \
                 else self.rollup.source_months_by_lookups()
-
-        def read() -> list[dt.date]:
-            with self.engine.connect() as conn:
-                return [_as_date(m) for m in conn.execute(query).scalars()]
-        return self._retry("months", read)
+        return self._read("months", lambda conn: [_as_date(m) for m in conn.execute(query).scalars()])
 
     def _full_chunks(self, shadow: Tiers, months: list[dt.date], stamp: dt.datetime, chunked: bool,
                      check: Callable[[], None], jobs: int = 1) -> None:

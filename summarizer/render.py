@@ -58,7 +58,7 @@ def full_refresh_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
         *rollup.tier2_inserts(t2, t1, stamp, by_month=False),
         rollup.tier3_insert(t3, t2, stamp, by_month=False),
         *(ddl(CreateIndex(i), sa) for t in shadow for i in sorted_indexes(t)),
-        *dialect.statistics_statements([shadow.brand, shadow.category]),
+        *dialect.statistics_statements(shadow.read_by_dashboards()),
     ]
     phases = dialect.swap_phases(list(zip(live, shadow, strict=True)), 3)
     swap = [("BEGIN;\n" if dialect.TRANSACTIONAL_DDL else "") + "\n".join(_sql(dialect, s) for s in phase)
