@@ -180,6 +180,8 @@ class Watcher:
     engines differ only in how they show and end sessions, below.
     """
 
+    # (id, state, statement) of the other sessions on this database, for :meth:`sessions` to filter
+    SESSIONS_SQL = ""
     TABLE_LOCK_WAIT = "%"  # the state of a session waiting for a table lock (a LIKE pattern)
     ROW_LOCK_WAIT = "%"    # the state of a session waiting for a row lock
     SWAP_STATEMENT = ""    # how the swap's statement begins (a LIKE pattern)
@@ -200,10 +202,6 @@ class Watcher:
         return self.engine.connect()
 
     # --- what differs per engine ----------------------------------------------------------------
-    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
-        """(id, state, statement) of the other sessions on this database running a matching statement."""
-        raise NotImplementedError
-
     def kill(self, session_id: int) -> None:
         """End another session from here, as an operator would."""
         raise NotImplementedError
@@ -225,6 +223,12 @@ class Watcher:
         raise NotImplementedError
 
     # --- the same on every engine ---------------------------------------------------------------
+    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
+        """(id, state, statement) of the other sessions on this database running a matching statement."""
+        rows = self.conn.execute(text(f"SELECT * FROM ({self.SESSIONS_SQL}) s WHERE info LIKE :info "
+                                      "AND state LIKE :state"), {"info": info_like, "state": state_like}).all()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     def wait_until(self, predicate: Callable[[], T], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
         """:func:`wait_until`, looking at the server no more often than it can show something new."""
         return wait_until(predicate, what, timeout, every=self.POLL_EVERY)
@@ -297,15 +301,10 @@ class MySQLWatcher(Watcher):
     # information_schema.INNODB_TRX is a copy taken again only once nobody has read it for 0.1s:
     # polled more often, it never changes
     POLL_EVERY = 0.15
-
-    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
-        rows = self.conn.execute(text(
-            "SELECT * FROM (SELECT p.ID, CONCAT(COALESCE(p.STATE, ''), ' / ', COALESCE(t.trx_state, '')) AS state, "
-            "COALESCE(p.INFO, '') AS info FROM information_schema.PROCESSLIST p "
-            "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
-            "WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()) s WHERE info LIKE :info AND state LIKE :state"),
-            {"info": info_like, "state": state_like}).all()
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+    SESSIONS_SQL = ("SELECT p.ID AS id, CONCAT(COALESCE(p.STATE, ''), ' / ', COALESCE(t.trx_state, '')) AS state, "
+                    "COALESCE(p.INFO, '') AS info FROM information_schema.PROCESSLIST p "
+                    "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
+                    "WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()")
 
     def kill(self, session_id: int) -> None:
         self.conn.execute(text(f"KILL CONNECTION {int(session_id)}"))
@@ -331,14 +330,9 @@ class PostgresWatcher(Watcher):
     TABLE_LOCK_WAIT = "Lock:relation"
     ROW_LOCK_WAIT = "Lock:t%"  # transactionid (the row's locker) or tuple (queued behind another waiter)
     SWAP_STATEMENT = "ALTER TABLE%RENAME TO%"
-
-    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
-        rows = self.conn.execute(text(
-            "SELECT pid, COALESCE(wait_event_type || ':' || wait_event, ''), query FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' "
-            "AND query LIKE :info AND COALESCE(wait_event_type || ':' || wait_event, '') LIKE :state"),
-            {"info": info_like, "state": state_like}).all()
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+    SESSIONS_SQL = ("SELECT pid AS id, COALESCE(wait_event_type || ':' || wait_event, '') AS state, query AS info "
+                    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state = 'active'")
 
     def kill(self, session_id: int) -> None:
         assert self.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": session_id}).scalar()
