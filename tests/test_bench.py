@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 
+from benchmarks.measure import BenchOptions, render, run_bench
+from benchmarks.servers import bench_server
 from summarizer import load_config
-from summarizer.bench import BenchOptions, render, run_bench
 from summarizer.errors import UsageError
 from summarizer.synth import Shape, generate
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "bench"
+BENCH = [sys.executable, "-m", "benchmarks.bench"]  # run from the repository: the benchmark is not installed
 SHAPE = Shape(rows=20_000, asins=400, brands=40, categories=8, rows_per_key=10)
 TARGETS = {"full_refresh_ratio_to_floor", "month_share_of_full", "peak_rss_bytes", "dashboard_typical_min_ratio",
            "dashboard_typical_summary_p50_ms"}
@@ -61,7 +62,7 @@ def assert_report_shape(report: dict) -> None:
 
 def assert_correct(report: dict) -> None:
     """What the benchmark checked on the way: every answer the same from both sides, every tier verified."""
-    assert report["baseline"]["verifies"], "the field report's method built tiers that do not add up"
+    assert report["baseline"]["verifies"], "the hand-written method built tiers that do not add up"
     assert all(q["answers_match"] for q in report["dashboard"].values()), report["dashboard"]
     assert report["verify"] == {"ok": True, "mismatches": []}
 
@@ -88,10 +89,10 @@ def test_bench_end_to_end(db_url):
 def test_script_on_sqlite_writes_the_json_and_reuses_the_data(tmp_path):
     url = f"sqlite:///{tmp_path / 'bench.db'}"
     out = tmp_path / "bench.json"
-    common = [sys.executable, str(SCRIPT), "--url", url, "--repeat", "1", "--summary-queries", "3",
+    common = [*BENCH, "--url", url, "--repeat", "1", "--summary-queries", "3",
               "--raw-queries", "1", "--json-out", str(out)]
     shape = ["--rows", str(SHAPE.rows), "--asins", "400", "--brands", "40", "--categories", "8", "--rows-per-key", "10"]
-    first = subprocess.run(common + shape, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(common + shape, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert first.returncode == 0, first.stderr
     assert "floor" in first.stdout and "one month" in first.stdout
     report = json.loads(out.read_text())
@@ -99,7 +100,7 @@ def test_script_on_sqlite_writes_the_json_and_reuses_the_data(tmp_path):
     assert_correct(report)
     assert report["generate"]["shape"]["rows_per_key"] == 10
 
-    again = subprocess.run(common + ["--skip-generate"], capture_output=True, text=True, timeout=300)
+    again = subprocess.run(common + ["--skip-generate"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0, again.stderr
     assert "generate" not in json.loads(out.read_text())
 
@@ -125,15 +126,14 @@ def test_refuses_to_replace_data_it_did_not_make(tmp_path):
 ])
 def test_bad_arguments_name_what_is_wrong(tmp_path, args, message):
     url = f"sqlite:///{tmp_path / 'never.db'}"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--url", url, *args], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([*BENCH, "--url", url, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "never.db").exists() or not inspect(create_engine(url)).get_table_names()
 
 
 def test_help_describes_the_run():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*BENCH, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0
     for option in ("--url", "--rows", "--shape", "--skip-generate", "--json-out", "--repeat", "--jobs"):
         assert option in result.stdout
@@ -163,7 +163,7 @@ def test_explain_says_when_the_group_by_needs_a_temporary_table(db_url, app_fact
     before = app.explain()
     assert not before["chunked"] and before["temporary"], before["explain"]
     app.init(source_indexes=True)
-    sql, _ = app.dialect.analyze_sql("financials")
+    sql, _ = bench_server(app.dialect).analyze_sql("financials")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(sql)).close()
     after = app.explain()

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Benchmark summarizer against SPEC section 7 on one database (summarizer/bench.py does the work).
+"""Benchmark summarizer against the targets of docs/design.md on one database (``measure.py`` does the work).
 
 In one run: the floor (one scan of the raw table), a full refresh and its ratio to the floor, the field
 report's method on the same data, one month's incremental refresh, the dashboard questions from the
@@ -9,11 +8,11 @@ writes every figure as JSON.
 It replaces the source tables (financials, products, brands, categories) with synthetic data and adds
 and drops indexes on financials: point it at a scratch database.
 
-    scripts/bench --url mysql+pymysql://root@127.0.0.1:3306/bench_scratch --rows 5000000 --jobs 2 \\
+    python -m benchmarks.bench --url mysql+pymysql://root@127.0.0.1:3306/bench_scratch --rows 5000000 --jobs 2 \\
         --json-out bench.json
-    scripts/bench --url ... --skip-generate --shape sparse    # reuse the data already there
+    python -m benchmarks.bench --url ... --skip-generate --shape sparse    # reuse the data already there
 
-Shapes: `field` (default) is shaped like the field report's data, about 40 raw rows per tier-1 row
+Shapes: `field` (default) is shaped like the data of docs/design.md's background, about 40 raw rows per tier-1 row
 (20,000 ASINs, 2,000 brands, 200 categories, 40 raw rows per drawn key); `sparse` is synth's default
 (rows/100 ASINs, one raw row per drawn key), which hardly compresses. --asins, --brands, --categories,
 --skew and --rows-per-key override either.
@@ -30,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from summarizer.bench import FIELD_SHAPE, BenchOptions, render, run_bench, write_json
+from benchmarks.measure import FIELD_SHAPE, BenchOptions, render, run_bench, write_json
 from summarizer.errors import SummarizerError, UsageError
 from summarizer.synth import Shape
 
@@ -68,7 +67,7 @@ def options(args: argparse.Namespace) -> BenchOptions:
         raise UsageError(f"--url: {args.url!r} is not a SQLAlchemy URL") from None
     overrides = {k: getattr(args, k) for k in ("asins", "brands", "categories", "skew", "rows_per_key")
                  if getattr(args, k) is not None}
-    shape = Shape(rows=args.rows, **{**SHAPES[args.shape], **overrides})  # type: ignore[arg-type]
+    shape = Shape(rows=args.rows, **{**SHAPES[args.shape], **overrides})
     return BenchOptions(url=url, shape=shape, generate=not args.skip_generate, replace=args.replace,
                         repeat=args.repeat, jobs=args.jobs, summary_queries=args.summary_queries,
                         raw_queries=args.raw_queries, settle=not args.no_settle)

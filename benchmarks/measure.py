@@ -1,16 +1,17 @@
-"""The benchmark behind SPEC section 7: every figure the targets compare, measured in one run.
+"""The benchmark behind the performance targets of ``docs/design.md``: every figure they compare, in one run.
 
-In this order, on one database (``scripts/bench`` is the command line over :func:`run_bench`):
+In this order, on one database (``python -m benchmarks.bench`` is the command line over :func:`run_bench`):
 
 1. **floor**: ``SELECT COUNT(*), SUM(value) FROM financials``, one scan of the raw table; warm, best
    of ``repeat``;
 2. **full refresh** of the three tiers through the library (:meth:`Summarizer.refresh`), the covering
    index in place; median of ``repeat``; its ratio to the floor (target: at most 4);
-3. **baseline**: the field report's own method on the same data (:func:`baseline_statements`): its
-   two raw-table indexes, ``TRUNCATE`` of the three tiers, tier 1 from the raw table joined to products,
-   brands and categories in one ``INSERT ... SELECT ... GROUP BY``, tier 2 from tier 1, tier 3 from
-   tier 2, the server's default settings; run once, with our covering index dropped meanwhile so the
-   server reads the raw table as the report's did; the ratio of ours to it;
+3. **baseline**: the hand-written method of docs/design.md's background, on the same data
+   (:func:`baseline_statements`): its two raw-table indexes, ``TRUNCATE`` of the three tiers, tier 1
+   from the raw table joined to products, brands and categories in one ``INSERT ... SELECT ... GROUP
+   BY``, tier 2 from tier 1, tier 3 from tier 2, the server's default settings; run once, with our
+   covering index dropped meanwhile so the server reads the raw table as that method did; the ratio of
+   ours to it;
 4. **one month**: an incremental refresh of the last month; median of ``repeat``; its share of the
    full refresh (target: at most 1/20);
 5. **dashboard questions** over 12 months answered from the summaries (the read functions of
@@ -46,15 +47,17 @@ from sqlalchemy import Column, Date, Index, MetaData, Select, Table, bindparam, 
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
-from . import __version__
-from .app import Summarizer
-from .config import load_config
-from .errors import RefreshFailed, UsageError
-from .model import Source, covering_index_columns
-from .months import add_months
-from .read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
-from .runs import Run
-from .synth import Shape, create_source_tables, generate
+from summarizer import __version__
+from summarizer.app import Summarizer
+from summarizer.config import load_config
+from summarizer.errors import RefreshFailed, UsageError
+from summarizer.model import Source, covering_index_columns
+from summarizer.months import add_months
+from summarizer.read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
+from summarizer.runs import Run
+from summarizer.synth import Shape, create_source_tables, generate
+
+from .servers import bench_server
 
 FULL_MAX_RATIO = 4.0            # full refresh / floor
 MONTH_MAX_SHARE = 1 / 20        # one month / full refresh
@@ -85,10 +88,10 @@ class BenchOptions:
             raise UsageError("--repeat, --jobs, --summary-queries and --raw-queries must be at least 1")
 
 
-# --- statements: the field report's method, and the dashboard questions asked of the raw tables ---
+# --- statements: the hand-written method, and the dashboard questions asked of the raw tables ---
 
 def baseline_statements(app: Summarizer) -> list[tuple[str, str]]:
-    """The field report's refresh, written plainly: (step, SQL). ``:all`` is the ALL marketplace."""
+    """The hand-written refresh, written plainly: (step, SQL). ``:all`` is the ALL marketplace."""
     s, q = app.source, app.dialect.quote
     t1, t2, t3 = (q(t.name) for t in app.schema.live())
     f, p, b, c = (q(t.name) for t in (s.financials, s.products, s.brands, s.categories))
@@ -96,7 +99,7 @@ def baseline_statements(app: Summarizer) -> list[tuple[str, str]]:
     brand, category = f"COALESCE(p.{q(s.product_brand.name)}, 0)", f"COALESCE(b.{q(s.brand_category.name)}, 0)"
     keys = ", ".join(f"f.{fc[k]}" for k in ("month", "asin", "marketplace", "metric"))
     return [
-        *((f"truncate {name}", app.dialect.truncate_sql(name)) for name in (t.name for t in app.schema.live())),
+        *((f"truncate {t.name}", bench_server(app.dialect).truncate_sql(t.name)) for t in app.schema.live()),
         ("tier 1", f"INSERT INTO {t1} (month, asin, marketplace, metric, brand_id, category_id, value, row_count, "
                    f"refreshed_at) SELECT {keys}, {brand}, {category}, SUM(f.{fc['value']}), COUNT(*), "
                    f"CURRENT_TIMESTAMP FROM {f} f "
@@ -118,7 +121,7 @@ def baseline_statements(app: Summarizer) -> list[tuple[str, str]]:
 
 
 def baseline_indexes(source: Source) -> list[Index]:
-    """The field report's raw-table indexes: (month, metric, marketplace) and (metric, month)."""
+    """The hand-written method's raw-table indexes: (month, metric, marketplace) and (metric, month)."""
     table = _raw_table(source)
     month, metric, marketplace = (table.c[getattr(source, r).name] for r in ("month", "metric", "marketplace"))
     return [Index("idx_month_metric_marketplace", month, metric, marketplace),
@@ -139,7 +142,7 @@ class Question:
     params: dict[str, Any]
     raw: Select[Any]
     keys: tuple[str, ...]  # the answer's key columns, leading the raw rows in this order
-    typical: bool  # a typical dashboard request (one brand or category): what SPEC 7's dashboard targets are about
+    typical: bool  # a typical dashboard request (one brand or category): what docs/design.md's targets are about
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,7 @@ class Bench:
                    "SUMMARIZER_REFRESH_JOBS": str(options.jobs)}
         self.app = Summarizer(load_config(os.devnull, environ), pool_size=max(5, options.jobs + 2))
         self.dialect = self.app.dialect
+        self.server = bench_server(self.dialect)
         self.report: dict[str, Any] = {"summarizer_version": __version__, "started_at": dt.datetime.now(dt.UTC)
                                        .replace(microsecond=0).isoformat(), "options": {
                                            "repeat": options.repeat, "jobs": options.jobs,
@@ -266,7 +270,7 @@ class Bench:
     # --- setup ------------------------------------------------------------------------------------
     def describe_server(self) -> None:
         with self.dialect.engine.connect() as conn:
-            server = self.dialect.server_settings(conn)
+            server = self.server.server_settings(conn)
         self.report["database"] = {"engine": self.dialect.name, **server}
         self.report["machine"] = {"cpus": os.cpu_count(), "memory_bytes": _memory_bytes(),
                                   "load_average_at_start": os.getloadavg()}
@@ -301,7 +305,7 @@ class Bench:
                              "to benchmark them, or --replace to drop the source tables and generate new ones")
 
     def _analyze(self) -> None:
-        sql, autocommit = self.dialect.analyze_sql(self.app.source.financials.name)
+        sql, autocommit = self.server.analyze_sql(self.app.source.financials.name)
         with self.dialect.engine.connect() as conn:
             if autocommit:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -315,7 +319,7 @@ class Bench:
             return
         with self.dialect.engine.connect() as conn:
             try:
-                self.dialect.settle(conn, SETTLE_TIMEOUT)
+                self.server.settle(conn, SETTLE_TIMEOUT)
                 conn.commit()
             except DBAPIError as exc:
                 self.report["settle_skipped"] = str(getattr(exc, "orig", exc)).splitlines()[0]
@@ -358,7 +362,7 @@ class Bench:
         return {"seconds": median, "all": [seconds for seconds, _ in results], "jobs": jobs, "plan": run.plan,
                 "steps": run.steps, "ratio_to_floor": _ratio(median, self.report["floor"]["seconds"])}
 
-    # --- 3. the field report's method --------------------------------------------------------------
+    # --- 3. the hand-written method --------------------------------------------------------------
     def measure_baseline(self) -> None:
         engine = self.dialect.engine
         for index in self._raw_indexes(covering_index_columns(self.app.source)):
@@ -378,7 +382,7 @@ class Bench:
         self.report["baseline"] = {"seconds": total, "steps": steps, "index_seconds": index_seconds,
                                    "verifies": verified, "runs": 1,
                                    "ratio_ours_to_baseline": _ratio(self.report["full_refresh"]["seconds"], total)}
-        self.echo(f"field report's method: {total:.2f}s (its indexes took {index_seconds:.1f}s to build)")
+        self.echo(f"hand-written method: {total:.2f}s (its indexes took {index_seconds:.1f}s to build)")
         self.app.refresh(jobs=self.options.jobs)  # untimed: the tiers as summarizer builds them, for what follows
 
     def _raw_indexes(self, columns: list[str]) -> list[Index]:
@@ -388,7 +392,7 @@ class Bench:
         return [Index(str(i["name"]), *(table.c[c] for c in columns)) for i in found if i["column_names"] == columns]
 
     def create_baseline_indexes(self) -> float:
-        """The field report's raw-table indexes, made anew; the seconds they took."""
+        """The hand-written method's raw-table indexes, made anew; the seconds they took."""
         self.drop_baseline_indexes()
         engine = self.dialect.engine
         seconds, _ = timed(partial(_create_all, baseline_indexes(self.app.source), engine))
@@ -449,7 +453,7 @@ class Bench:
         with self.dialect.engine.connect() as conn:
             brand_id, category_id = conn.execute(top_keys(self.app)).one()
         asked = questions(self.app, months, marketplace, metric, int(brand_id), int(category_id))
-        self.create_baseline_indexes()  # the raw tables as the field report's dashboards read them
+        self.create_baseline_indexes()  # the raw tables as the hand-written method's dashboards read them
         try:
             self.settle()
             self.report["dashboard"] = {q.name: self._question(reader, q) for q in asked}
@@ -550,7 +554,7 @@ def _key(values: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each SPEC section 7 target: the measured figure, the limit, and whether it was met."""
+    """Each performance target of docs/design.md: the measured figure, the limit, and whether it was met."""
     typical = [q for q in report["dashboard"].values() if q["typical"]]
     ratios, p50s = [q["ratio"] for q in typical], [q["summary_p50_ms"] for q in typical]
     found = {
@@ -597,7 +601,7 @@ def _measures(report: dict[str, Any]) -> list[str]:
              f"{full['ratio_to_floor']:.2f}x floor", "<= 4x", t["full_refresh_ratio_to_floor"]["met"]),
         *([_row(f"full refresh, median of {len(one['all'])}, jobs 1", f"{one['seconds']:.2f}",
                 f"{one['ratio_to_floor']:.2f}x floor")] if one else []),
-        _row("field report's method, once", f"{base['seconds']:.2f}", _versus(base["ratio_ours_to_baseline"])),
+        _row("hand-written method, once", f"{base['seconds']:.2f}", _versus(base["ratio_ours_to_baseline"])),
         _row(f"one month ({month['month']}), median of {len(month['all'])}", f"{month['seconds']:.3f}",
              f"1/{_ratio(1, month['share_of_full']):.1f} of the full refresh", "<= 1/20",
              t["month_share_of_full"]["met"]),

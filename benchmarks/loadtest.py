@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Load test of the read API: a running `summarizer serve` on loopback, uncached, cached, and the raw tables.
 
 The typical request is /api/dashboard-data for one brand, all marketplaces (ALL), a window of
@@ -11,7 +10,7 @@ The typical request is /api/dashboard-data for one brand, all marketplaces (ALL)
 
 Prints p50/p99 latency and requests per second for each, and the raw/uncached ratio.
 
-    scripts/loadtest --url http://127.0.0.1:8000 --requests 2000 --seconds 30 --concurrency 1
+    python -m benchmarks.loadtest --url http://127.0.0.1:8000 --requests 2000 --seconds 30 --concurrency 1
 """
 
 from __future__ import annotations
@@ -227,7 +226,7 @@ def raw_phase(client: Client, firsts: list[str], brands: list[int], args: argpar
             first, last = window(first, args.months)
             bounds = {"first": _date(first), "last": _date(last), "brand": brand}
             start = time.perf_counter()
-            rows = conn.execute(question, bounds).all()
+            rows = list(conn.execute(question, bounds).all())
             phase.latencies.append(time.perf_counter() - start)
             problems += compare(rows, fetch(client, path)["data"], path)
     phase.elapsed = time.perf_counter() - started
