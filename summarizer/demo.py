@@ -1,6 +1,6 @@
 """``summarizer demo``: the embedded default, with no server and no config file.
 
-Creates a SQLite database of synthetic data shaped like the field report's (skewed ASINs, several
+Creates a SQLite database of synthetic data shaped like the case in docs/design.md (skewed ASINs, several
 marketplaces, refunds, unassigned ASINs, brands and categories), then runs init, refresh and verify
 through the same library calls as the commands, and prints what it built.
 """
