@@ -53,7 +53,7 @@ def server_urls() -> Iterator[dict[str, URL | str]]:
         container.stop()
 
 
-def _start_container(engine: str):  # type: ignore[no-untyped-def]
+def _start_container(engine: str):
     if engine == "mysql":
         from testcontainers.mysql import MySqlContainer
         return MySqlContainer("mariadb:10.11", dialect="pymysql").start()
@@ -139,3 +139,10 @@ def app_factory(tmp_path: Path) -> Iterator[object]:
     yield factory
     for app in made:
         app.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Apply the mysql, postgres and slow markers (tests/markers.py says how each is decided)."""
+    from .markers import apply
+
+    apply(items)

@@ -39,7 +39,8 @@ HUGE = Decimal("99999999999999.9999")  # the largest DECIMAL(18,4)
 def source_tables(metadata: MetaData | None = None, *, updated_at: bool = True) -> dict[str, Table]:
     metadata = metadata or MetaData()
     value = Numeric(18, 4).with_variant(REAL(), "sqlite")
-    cols = [Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    cols: list[Column[Any]] = [
+            Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
             Column("asin", String(16), nullable=False), Column("marketplace", String(8), nullable=False),
             Column("month", Date, nullable=False), Column("metric", String(32), nullable=False),
             Column("value", value, nullable=False)]

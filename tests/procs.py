@@ -238,7 +238,7 @@ class Watcher:
         """Ids of ``count`` sessions running a statement like ``info_like`` in state ``state_like``."""
         found = self.wait_until(lambda: len(s := self.sessions(info_like, state_like)) >= count and s,
                                 f"{count} session(s) running {info_like!r} in state {state_like!r}", timeout)
-        return [session[0] for session in found]
+        return [session[0] for session in found or []]
 
     def wait_until_gone(self, info_like: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.wait_until(lambda: not self.sessions(info_like), f"no session running {info_like!r}", timeout)

@@ -147,7 +147,7 @@ def pairs_for(endpoint: str) -> st.SearchStrategy[list[tuple[str, str]]]:
     plausible = st.sampled_from(names).flatmap(lambda n: st.tuples(st.just(n), st.sampled_from(GOOD[n])))
     months = st.tuples(st.sampled_from(GOOD["from"]), st.sampled_from(GOOD["to"]))
     window = months.map(lambda m: [("from", m[0]), ("to", m[1])])
-    base = st.one_of(st.just([]), window, window, window)
+    base: st.SearchStrategy[list[tuple[str, str]]] = st.one_of(st.just([]), window, window, window)
     rest = st.lists(st.one_of(plausible, plausible, plausible, plausible, junk), max_size=5)
     return st.tuples(base, rest).map(lambda t: t[0] + t[1])
 

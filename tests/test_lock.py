@@ -38,8 +38,10 @@ def tier1_held(url: URL) -> Iterator[None]:
 
 
 def first_to_exit(*candidates: procs.Proc) -> procs.Proc:
-    return procs.wait_until(lambda: next((p for p in candidates if p.popen.poll() is not None), None),
-                            "one of the processes to exit")
+    exited = procs.wait_until(lambda: next((p for p in candidates if p.popen.poll() is not None), None),
+                              "one of the processes to exit")
+    assert exited is not None
+    return exited
 
 
 def check_names_the_holder(message: str, holder: Any) -> None:

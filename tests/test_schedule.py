@@ -293,7 +293,8 @@ class Proxy:
     """A TCP forwarder to the database server that the test can cut (refusing and dropping) and restore."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.target, self.port, self.conns = (host, port), 0, []
+        self.target, self.port = (host, port), 0
+        self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         self.listener: socket.socket | None = None
         self.restore()

@@ -158,7 +158,7 @@ def test_crontab_lines_are_valid_and_their_commands_run(tmp_path):
 # --- scripts/summarizer-refresh.service and .timer ------------------------------------------------
 def unit(name: str) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str   # systemd keys are case-sensitive
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
     parser.read_string((SCRIPTS / name).read_text())
     return parser
 
