@@ -162,7 +162,7 @@ class Refresher:
         data_as_of = self._read("database clock", self._database_now)
         months = self._months_for(request)
         label = ",".join(f"{m:%Y-%m}" for m in months) if request.mode != FULL else None
-        run = self.runs.start(request.mode, label, data_as_of)
+        run = self._retry("run history", lambda: self.runs.start(request.mode, label, data_as_of), relock=False)
         log.info("run %d started: %s refresh%s", run.id, request.mode, f" of {label}" if label else "")
         self.steps = run.steps
 
@@ -185,8 +185,16 @@ class Refresher:
             if isinstance(exc, SummarizerError) and reserved is None:
                 raise
             raise RefreshFailed(f"refresh failed: {message}") from exc
-        self._retry("run history", lambda: self.runs.finish(run, SUCCEEDED), relock=False, budget=self._record_budget())
+        self._record_success(run)
         return run
+
+    def _record_success(self, run: Run) -> None:
+        try:
+            self._retry("run history", lambda: self.runs.finish(run, SUCCEEDED), relock=False,
+                        budget=self._record_budget())
+        except DatabaseUnavailable as exc:
+            raise DatabaseUnavailable(f"run {run.id} did its work (the live tiers are new) but could not be "
+                                      f"recorded as succeeded: {exc}") from exc
 
     def _record_budget(self) -> float:
         return max(float(self.config.refresh.retry_budget_seconds), RECORD_BUDGET_SECONDS)
@@ -238,7 +246,7 @@ class Refresher:
         if request.mode == SINCE:
             return self._changed_months(request.since)
         if request.mode == CHANGED:
-            last = self.runs.last_success(modes=(FULL, CHANGED))
+            last = self._retry("run history", lambda: self.runs.last_success(modes=(FULL, CHANGED)), relock=False)
             if last is None or last.data_as_of is None:
                 raise SummarizerError("--changed needs an earlier successful full or --changed refresh "
                                       "to start from: run `summarizer refresh` once first")
@@ -277,8 +285,9 @@ class Refresher:
         def before_sleep(state: RetryCallState) -> None:
             assert state.next_action is not None
             if away(state):
-                log.warning("%s: the database cannot be reached, trying again in %.1fs (%.0fs of %gs left): %s",
-                            what, state.next_action.sleep, tries.budget_left(), budget, _describe(_failure(state)))
+                log.warning("%s: transient error, retry in %.1fs: the database cannot be reached "
+                            "(%.0fs of %gs left): %s", what, state.next_action.sleep, tries.budget_left(), budget,
+                            _describe(_failure(state)))
                 return
             log.warning("%s: transient error, retry %d of %d in %.1fs: %s", what, tries.answered,
                         cfg.retry_attempts - 1, state.next_action.sleep, _describe(_failure(state)))
