@@ -33,6 +33,7 @@ class Dialect:
     LOOSE_INDEX_SCAN = False        # SELECT DISTINCT on an index's first column skips from value to value
     TRANSIENT_CODES: frozenset[object] = frozenset()
     LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
+    DISCONNECT_CODES: frozenset[object] = frozenset()  # the server is gone, going or not back yet
     UTC_NOW = "CURRENT_TIMESTAMP"   # SQL for the current UTC time, in the hand-run sql/ files
     SCRIPT_MONTH = "'2024-01-01'"   # how the hand-run sql/ files refer to the month they refresh
     SCRIPT_PREAMBLE = ""            # how those files set it
@@ -61,6 +62,12 @@ class Dialect:
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return self.error_code(exc) in self.LOCK_TIMEOUT_CODES
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """Is the database out of reach (a restart, a network cut) rather than answering with an error?"""
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        return self.error_code(exc) in self.DISCONNECT_CODES
 
     # --- the swap -----------------------------------------------------------------------------
     def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
@@ -137,10 +144,12 @@ class MySQLDialect(Dialect):
     TRANSACTIONAL_DDL = False       # DDL commits implicitly; RENAME TABLE of many tables is atomic instead
     INDEX_NAMES_PER_TABLE = True
     LOOSE_INDEX_SCAN = True         # and its recursive-CTE spelling takes a full scan per step (MariaDB 10.11)
-    # deadlock, lock wait timeout, server gone away, lost connection, can't connect,
+    # deadlock, lock wait timeout, server gone away, lost connection, can't connect (TCP, socket),
     # connection killed (MariaDB), server shutdown in progress, query interrupted
-    TRANSIENT_CODES = frozenset({1213, 1205, 2006, 2013, 2003, 1927, 1053, 1317})
+    TRANSIENT_CODES = frozenset({1213, 1205, 2006, 2013, 2003, 2002, 1927, 1053, 1317})
     LOCK_TIMEOUT_CODES = frozenset({1205})
+    # server gone away, lost connection, can't connect (TCP, socket), connection killed, server shutdown
+    DISCONNECT_CODES = frozenset({2006, 2013, 2003, 2002, 1927, 1053})
     UTC_NOW = "UTC_TIMESTAMP()"
     SCRIPT_MONTH = "@month"
     SCRIPT_PREAMBLE = "SET @month = '2024-01-01';  -- the month to refresh: its first day"
@@ -210,6 +219,8 @@ class PostgresDialect(Dialect):
     TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03",
                                  "08000", "08003", "08006", "08001", "08004"})
     LOCK_TIMEOUT_CODES = frozenset({"55P03"})
+    # admin shutdown, crash shutdown, starting up (cannot connect now), connection exceptions
+    DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"})
     UTC_NOW = "(now() AT TIME ZONE 'UTC')"
     SCRIPT_MONTH = "CAST(:'month' AS date)"
     SCRIPT_PREAMBLE = "\\set month '2024-01-01'  -- psql: the month to refresh, its first day"

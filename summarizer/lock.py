@@ -75,6 +75,7 @@ class DatabaseRunLock:
         self.dialect, self.name = dialect, name
         self.conn: Connection | None = None
         self._engine: Engine | None = None
+        self._checking = threading.Lock()  # steps in several threads may find the connection lost at once
 
     @property
     def engine(self) -> Engine:
@@ -105,15 +106,27 @@ class DatabaseRunLock:
         return got
 
     def check(self, still_ours: Callable[[], bool]) -> None:
-        """Raise RefreshFailed unless this run still holds the lock (taking it again if it can)."""
+        """Raise RefreshFailed unless this run still holds the lock (taking it again if it can).
+
+        While the database is away this raises its connection error: the caller retries."""
+        with self._checking:
+            self._check(still_ours)
+
+    def _check(self, still_ours: Callable[[], bool]) -> None:
         if self.conn is not None and self._holds():
             return
-        log.warning("the run lock's connection was lost; taking the lock again")
+        if self.conn is not None:  # said once, not on every try while the database is away
+            log.warning("the run lock's connection was lost; taking the lock again")
         self._discard()
         if not self._try():
             raise RefreshFailed("lost the run lock (its connection dropped) and another run holds it now; "
                                 "stopping without touching the live tables")
-        if not still_ours():
+        try:
+            ours = still_ours()
+        except BaseException:
+            self._discard()  # asked again on the next try, before the lock counts as ours
+            raise
+        if not ours:
             raise RefreshFailed("lost the run lock (its connection dropped) and another run took over "
                                 "meanwhile; stopping without touching the live tables")
         log.warning("took the run lock again")

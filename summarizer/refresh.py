@@ -9,6 +9,12 @@ lost connection) is retried as a whole: data steps are one transaction that dele
 about to insert; DDL steps (which MySQL commits statement by statement) only do what is still
 missing; the swap first looks whether an attempt whose reply was lost already did it.
 
+While the database cannot be reached (a restart), a step keeps trying for ``retry_budget_seconds``
+however many attempts that takes; ``retry_attempts`` bounds the errors the database answers with.
+A restart ends the run lock's session too, so a step tried again after a lost connection first takes
+the lock again (or stops, if another run has it). The run record is written when the database is
+back, waiting for it at least :data:`RECORD_BUDGET_SECONDS`.
+
 A refresh killed with ``kill -9`` can leave its last statement running on the server. Only a
 MySQL ``RENAME`` (the swap) could still change something after the client is gone, so a full
 refresh starts by reading each live tier: that read queues behind a dead run's rename that is still
@@ -32,7 +38,7 @@ from sqlalchemy import Connection, Delete, Executable, Insert, func, inspect, se
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TableClause
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from . import spark_engine
 from .config import Config
@@ -53,6 +59,9 @@ FULL, MONTHS, SINCE, CHANGED = "full", "months", "since", "changed"
 # seconds only, and a writer's transaction open across that moment commits rows stamped earlier.
 CHANGED_OVERLAP = dt.timedelta(minutes=1)
 HOLDER_GRACE_SECONDS = 3.0  # how long a run that finds the lock held waits for the holder's record
+# A short retry budget gives up the work soon; the record of the outcome still waits this long for
+# the database, so that a live process never leaves its run marked running.
+RECORD_BUDGET_SECONDS = 60.0
 
 
 class Progress(Protocol):
@@ -100,6 +109,7 @@ class Refresher:
         self.engine = dialect.engine
         self.steps: dict[str, float] = {}
         self._steps_lock = threading.Lock()  # months may run in several threads (--jobs)
+        self._relock: Callable[[], None] | None = None  # takes the run lock again after a lost connection
 
     # --- the run ----------------------------------------------------------------------------------
     def run(self, request: Request) -> Run:
@@ -113,7 +123,7 @@ class Refresher:
             advice = f"gave up after waiting {request.wait:g}s" if request.wait else "use --wait SECONDS to wait for it"
             raise LockHeld(f"another refresh holds the lock: {self._holder()}; {advice}")
         try:
-            for run_id in self._retry("run history", self.runs.mark_interrupted):
+            for run_id in self._retry("run history", self.runs.mark_interrupted, relock=False):
                 log.warning("run %d was left running by a process that died; marked interrupted", run_id)
             return self._run_locked(request, lock)
         finally:
@@ -152,10 +162,14 @@ class Refresher:
         data_as_of = self._read("database clock", self._database_now)
         months = self._months_for(request)
         label = ",".join(f"{m:%Y-%m}" for m in months) if request.mode != FULL else None
-        run = self.runs.start(request.mode, label, data_as_of)
+        run = self._retry("run history", lambda: self.runs.start(request.mode, label, data_as_of), relock=False)
         log.info("run %d started: %s refresh%s", run.id, request.mode, f" of {label}" if label else "")
         self.steps = run.steps
-        check = lambda: self._retry("run lock", lambda: lock.check(lambda: self.runs.is_running(run)))  # noqa: E731
+
+        def retake() -> None:
+            lock.check(lambda: self.runs.is_running(run))
+        self._relock = retake
+        check = lambda: self._retry("run lock", retake, relock=False)  # noqa: E731
         try:
             if request.mode == FULL:
                 self._full(run, check, request.jobs)
@@ -171,12 +185,24 @@ class Refresher:
             if isinstance(exc, SummarizerError) and reserved is None:
                 raise
             raise RefreshFailed(f"refresh failed: {message}") from exc
-        self._retry("run history", lambda: self.runs.finish(run, SUCCEEDED))
+        self._record_success(run)
         return run
+
+    def _record_success(self, run: Run) -> None:
+        try:
+            self._retry("run history", lambda: self.runs.finish(run, SUCCEEDED), relock=False,
+                        budget=self._record_budget())
+        except DatabaseUnavailable as exc:
+            raise DatabaseUnavailable(f"run {run.id} did its work (the live tiers are new) but could not be "
+                                      f"recorded as succeeded: {exc}") from exc
+
+    def _record_budget(self) -> float:
+        return max(float(self.config.refresh.retry_budget_seconds), RECORD_BUDGET_SECONDS)
 
     def _record(self, run: Run, status: str, message: str) -> None:
         try:
-            self._retry("run history", lambda: self.runs.finish(run, status, message))
+            self._retry("run history", lambda: self.runs.finish(run, status, message), relock=False,
+                        budget=self._record_budget())
         except Exception as exc:  # the database may be the thing that failed
             log.error("could not record run %d as %s: %s", run.id, status, _describe(exc))
 
@@ -220,7 +246,7 @@ class Refresher:
         if request.mode == SINCE:
             return self._changed_months(request.since)
         if request.mode == CHANGED:
-            last = self.runs.last_success(modes=(FULL, CHANGED))
+            last = self._retry("run history", lambda: self.runs.last_success(modes=(FULL, CHANGED)), relock=False)
             if last is None or last.data_as_of is None:
                 raise SummarizerError("--changed needs an earlier successful full or --changed refresh "
                                       "to start from: run `summarizer refresh` once first")
@@ -235,25 +261,64 @@ class Refresher:
             _as_date(m) for m in conn.execute(query, {"since": since}).scalars()))
 
     # --- steps ------------------------------------------------------------------------------------
-    def _retrying(self, what: str, *, lock_timeouts: bool = True) -> Retrying:
+    def _retrying(self, what: str, budget: float, *, lock_timeouts: bool = True) -> Retrying:
         cfg = self.config.refresh
+        tries = _Tries(budget)
+
+        def away(state: RetryCallState) -> bool:
+            return self.dialect.is_disconnect(_failure(state))
 
         def transient(exc: BaseException) -> bool:
             return self.dialect.is_transient(exc) and (lock_timeouts or not self.dialect.is_lock_timeout(exc))
 
+        def stop(state: RetryCallState) -> bool:
+            if away(state):
+                return tries.budget_left() <= 0.0  # attempts are not counted while the database is away
+            tries.answered += 1
+            return tries.answered >= int(cfg.retry_attempts)
+
+        backoff = wait_random_exponential(multiplier=cfg.retry_initial_wait, max=cfg.retry_max_wait)
+
+        def wait(state: RetryCallState) -> float:
+            return min(backoff(state), tries.budget_left()) if away(state) else backoff(state)
+
         def before_sleep(state: RetryCallState) -> None:
-            assert state.outcome is not None and state.next_action is not None
-            log.warning("%s: transient error, retry %d of %d in %.1fs: %s", what, state.attempt_number,
-                        cfg.retry_attempts - 1, state.next_action.sleep, _describe(state.outcome.exception()))
+            assert state.next_action is not None
+            if away(state):
+                log.warning("%s: transient error, retry in %.1fs: the database cannot be reached "
+                            "(%.0fs of %gs left): %s", what, state.next_action.sleep, tries.budget_left(), budget,
+                            _describe(_failure(state)))
+                return
+            log.warning("%s: transient error, retry %d of %d in %.1fs: %s", what, tries.answered,
+                        cfg.retry_attempts - 1, state.next_action.sleep, _describe(_failure(state)))
 
         # Only errors that can succeed on a second try; every step is safe to repeat (module docstring).
-        return Retrying(retry=retry_if_exception(transient), stop=stop_after_attempt(cfg.retry_attempts),
-                        wait=wait_random_exponential(multiplier=cfg.retry_initial_wait, max=cfg.retry_max_wait),
+        return Retrying(retry=retry_if_exception(transient), stop=stop, wait=wait,
                         before_sleep=before_sleep, reraise=True)
 
-    def _retry(self, what: str, work: Callable[[], T], *, lock_timeouts: bool = True) -> T:
-        """``work()``, tried again after transient database errors."""
-        return self._retrying(what, lock_timeouts=lock_timeouts)(work)
+    def _retry(self, what: str, work: Callable[[], T], *, lock_timeouts: bool = True, relock: bool = True,
+               budget: float | None = None) -> T:
+        """``work()``, tried again after transient database errors; after a lost connection the run lock is
+        taken again first (unless ``relock`` is false). ``budget``: how long the database may stay away."""
+        budget = self.config.refresh.retry_budget_seconds if budget is None else budget
+        reconnecting = False
+
+        def attempt() -> T:
+            nonlocal reconnecting
+            if reconnecting and relock and self._relock is not None:
+                self._relock()  # the restart that cut this step's connection ended the lock's session too
+            try:
+                return work()
+            except Exception as exc:
+                reconnecting = self.dialect.is_disconnect(exc)
+                raise
+        try:
+            return self._retrying(what, budget, lock_timeouts=lock_timeouts)(attempt)
+        except DBAPIError as exc:
+            if not self.dialect.is_disconnect(exc):
+                raise
+            raise DatabaseUnavailable(f"{what}: the database could not be reached for {budget:g}s "
+                                      f"([refresh] retry_budget_seconds): {_describe(exc)}") from exc
 
     def _read(self, what: str, read: Callable[[Connection], T]) -> T:
         """``read(conn)`` on a pooled connection, tried again after transient database errors."""
@@ -464,6 +529,26 @@ class Refresher:
                     future.cancel()
                 raise
         return results
+
+
+class _Tries:
+    """One step's retries: the errors the database answered with, and the time left for it to come back
+    (counted from the first lost connection)."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.answered = budget, 0
+        self.away_since: float | None = None
+
+    def budget_left(self) -> float:
+        if self.away_since is None:
+            self.away_since = time.monotonic()
+        return max(0.0, self.budget - (time.monotonic() - self.away_since))
+
+
+def _failure(state: RetryCallState) -> BaseException:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    assert exc is not None  # only failed attempts are retried
+    return exc
 
 
 def _as_date(value: object) -> dt.date:
