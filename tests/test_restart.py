@@ -90,7 +90,8 @@ def restarted_during_tier1(server: servers.Server, url: URL, tmp_path: Path, *ar
                            down: float = DOWN_SECONDS, **settings: str) -> procs.Proc:
     """``summarizer refresh ARGS``, with the server restarted (down ``down`` s) while a tier-1 statement runs."""
     with products_locked(url) as watcher:
-        proc = procs.start(url, "refresh", *args, cwd=tmp_path, **{**QUICK_RETRIES, **settings})
+        overrides: dict[str, str] = {**QUICK_RETRIES, **settings}
+        proc = procs.start(url, "refresh", *args, cwd=tmp_path, stalled=False, **overrides)
         watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
         server.restart(down)
     return proc
