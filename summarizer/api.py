@@ -22,6 +22,7 @@ from .app import Summarizer
 from .config import Config
 from .errors import DatabaseUnavailable, SchemaError
 from .read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY, Answer, BadParameter, Param, Reader
+from .serve.pages import mount_pages
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
         app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint))
     app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH))
+    mount_pages(app, reader)
     _add_error_handlers(app)
     return app
 
