@@ -132,7 +132,7 @@ async function renderTier(name, page, state, go) {
   page.append(el("h1", {}, spec.title),
     el("div", { class: "controls" }, ...rangeControls(s, m, go), spec.markets ? marketControl(s, m, go) : null,
       metricControl, topControl(s, go)),
-    spec.markets ? null : el("p", { class: "note" }, "The category tier totals every marketplace."));
+    ...(spec.markets ? [] : [el("p", { class: "note" }, "The category tier totals every marketplace.")]));
   if (!m.months.length) return page.append(card(el("p", { class: "note" }, "No data yet: run `summarizer refresh`.")));
   const params = { from: s.from, to: s.to, metric: s.metric, ...(spec.markets ? { marketplace: s.marketplace } : {}) };
   const all = await totals(spec, params);
@@ -187,7 +187,7 @@ async function profitRows(params) {
   }
   return [...sums.values()].map((t) => {
     const [revenue, cost, profit] = FIELDS.map((f) => Number(t.texts[f]));
-    return { ...t, revenue, cost, profit, margin: revenue ? profit / revenue : null };
+    return { ...t, revenue, cost, profit, margin: revenue > 0 ? profit / revenue : null };
   });
 }
 
