@@ -33,6 +33,10 @@ DESCRIPTION = """Dashboard data read from summarizer's summary tables only (neve
 (On the SQLite demo engine the summaries hold REAL values and the strings are those floats.)
 `row_count` (raw rows summed) and ids are JSON integers.
 
+**Names.** Every `brand_id` is followed by `brand_name` and every `category_id` by `category_name`,
+from the brands and categories tables; id 0 is `"Unassigned"`, an id without a row there is `null`.
+A name column the database does not have is left out; `/api/meta` `notes` says so.
+
 **Shapes.** Success: `{"data": ..., "meta": {"endpoint", "params", "data_version", "count"}}`.
 Error, any status: `{"error": {"status", "code", "message", "parameter", "allowed", "detail"}}`.
 400 `bad_parameter` names the parameter and what is allowed; 503 `database_unavailable`,
@@ -69,27 +73,37 @@ class Meta(BaseModel):
 Decimal = Field(description="exact decimal, as a string", examples=["1234.5000"])
 
 
+BRAND_NAME = Field(None, description="the brand's name from the brands table; \"Unassigned\" for id 0, null for "
+                                     "an id without a row; absent when the name column is missing (see meta notes)")
+CATEGORY_NAME = Field(None, description="the category's name, as brand_name")
+
+
 class DashboardRow(BaseModel):
-    month: str
+    month: str | None = Field(None, description="absent with group=total")
     brand_id: int
+    brand_name: str | None = BRAND_NAME
     category_id: int
+    category_name: str | None = CATEGORY_NAME
     metric: str
     value: str = Decimal
     row_count: int
 
 
 class CategoryRow(BaseModel):
-    month: str
+    month: str | None = Field(None, description="absent with group=total")
     category_id: int
+    category_name: str | None = CATEGORY_NAME
     metric: str
     value: str = Decimal
     row_count: int
 
 
 class ProfitRow(BaseModel):
-    month: str
+    month: str | None = Field(None, description="absent with group=total")
     brand_id: int | None = Field(None, description="present when grouped by brand")
+    brand_name: str | None = BRAND_NAME
     category_id: int
+    category_name: str | None = CATEGORY_NAME
     revenue: str = Decimal
     cost: str = Decimal
     profit: str = Decimal
@@ -105,6 +119,7 @@ class MetaData(BaseModel):
     cost_metrics: list[str]
     last_run: dict[str, Any] | None
     last_success: dict[str, Any] | None
+    notes: list[str] = Field(description="what the answers leave out and why (e.g. a missing name column)")
 
 
 class HealthData(BaseModel):

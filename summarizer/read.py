@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Select, String, Table, case, cast, func, lite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
+from .answers import NO_NAMES, Names, Shape, discover, shaped
 from .cache import Cache, make_cache, namespace
 from .ddl import require_tables
 from .errors import DatabaseUnavailable, UsageError
@@ -225,8 +226,16 @@ _EMPTY = "none yet: the summaries are empty (run `summarizer refresh`)"
 
 # --- statements (pure) --------------------------------------------------------------------------
 
-def dashboard_select(brand: Table, query: Query) -> Select[Any]:
+DASHBOARD_SHAPE = Shape(keys=("brand_id", "metric"), name_of="brand_id")
+CATEGORIES_SHAPE = Shape(keys=("category_id", "metric"), name_of="category_id")
+
+
+def dashboard_select(brand: Table, query: Query, names: Names = NO_NAMES) -> Select[Any]:
     """Brand-tier rows of one marketplace (or ALL) for the months, metrics and brands asked for."""
+    return shaped(_dashboard_rows(brand, query), DASHBOARD_SHAPE, names)
+
+
+def _dashboard_rows(brand: Table, query: Query) -> Select[Any]:
     t = brand
     statement = select(t.c.month, t.c.brand_id, t.c.category_id, t.c.metric, t.c.value, t.c.row_count).where(
         t.c.marketplace == query.marketplace, t.c.month.in_(query.months()))  # a list: point ranges on the key
@@ -234,10 +243,14 @@ def dashboard_select(brand: Table, query: Query) -> Select[Any]:
         statement = statement.where(t.c.metric.in_(query.metrics))
     if query.brand_ids:
         statement = statement.where(t.c.brand_id.in_(query.brand_ids))
-    return statement.order_by(t.c.month, t.c.brand_id, t.c.metric)
+    return statement
 
 
-def categories_select(category: Table, query: Query) -> Select[Any]:
+def categories_select(category: Table, query: Query, names: Names = NO_NAMES) -> Select[Any]:
+    return shaped(_categories_rows(category, query), CATEGORIES_SHAPE, names)
+
+
+def _categories_rows(category: Table, query: Query) -> Select[Any]:
     t = category
     statement = select(t.c.month, t.c.category_id, t.c.metric, t.c.value, t.c.row_count).where(
         t.c.month.in_(query.months()))
@@ -245,11 +258,19 @@ def categories_select(category: Table, query: Query) -> Select[Any]:
         statement = statement.where(t.c.metric.in_(query.metrics))
     if query.category_ids:
         statement = statement.where(t.c.category_id.in_(query.category_ids))
-    return statement.order_by(t.c.month, t.c.category_id, t.c.metric)
+    return statement
 
 
-def profitability_select(brand: Table, query: Query, revenue: Sequence[str], cost: Sequence[str]) -> Select[Any]:
+def profitability_select(brand: Table, query: Query, revenue: Sequence[str], cost: Sequence[str],
+                         names: Names = NO_NAMES) -> Select[Any]:
     """Per month and brand (or category): revenue metrics summed, cost metrics summed, their difference."""
+    by_brand = query.by == "brand"
+    shape = Shape(keys=("brand_id", "category_id") if by_brand else ("category_id",), value="profit",
+                  name_of="brand_id" if by_brand else "category_id")
+    return shaped(_profit_rows(brand, query, revenue, cost), shape, names)
+
+
+def _profit_rows(brand: Table, query: Query, revenue: Sequence[str], cost: Sequence[str]) -> Select[Any]:
     t = brand
     zero: ColumnElement[Any] = literal_column("0")
     revenue_sum = func.sum(case((t.c.metric.in_(revenue), t.c.value), else_=zero))
@@ -262,7 +283,7 @@ def profitability_select(brand: Table, query: Query, revenue: Sequence[str], cos
         statement = statement.where(t.c.brand_id.in_(query.brand_ids))
     if query.category_ids:
         statement = statement.where(t.c.category_id.in_(query.category_ids))
-    return statement.group_by(t.c.month, *keys).order_by(t.c.month, *keys)
+    return statement.group_by(t.c.month, *keys)
 
 
 def _tagged(kind: str, value: Any) -> tuple[Any, Any]:
@@ -310,23 +331,14 @@ def month_text(value: Any) -> str:
     return f"{value:%Y-%m}" if isinstance(value, dt.date) else str(value)[:7]
 
 
-def _dashboard_row(row: Any) -> dict[str, Any]:
-    month, brand_id, category_id, metric, value, row_count = row
-    return {"month": month_text(month), "brand_id": int(brand_id), "category_id": int(category_id),
-            "metric": metric, "value": decimal_text(value), "row_count": int(row_count)}
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "month": month_text, "brand_id": int, "category_id": int, "row_count": int, "value": decimal_text,
+    "revenue": decimal_text, "cost": decimal_text, "profit": decimal_text}
 
 
-def _category_row(row: Any) -> dict[str, Any]:
-    month, category_id, metric, value, row_count = row
-    return {"month": month_text(month), "category_id": int(category_id), "metric": metric,
-            "value": decimal_text(value), "row_count": int(row_count)}
-
-
-def _profit_row(row: Any) -> dict[str, Any]:
-    month, *ids, revenue, cost, profit = row
-    keys = ("brand_id", "category_id") if len(ids) == 2 else ("category_id",)
-    return {"month": month_text(month), **{k: int(v) for k, v in zip(keys, ids, strict=True)},
-            "revenue": decimal_text(revenue), "cost": decimal_text(cost), "profit": decimal_text(profit)}
+def row_json(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """One answer row as JSON values, its columns in the statement's order; names stay text or null."""
+    return {key: value if value is None else CONVERTERS.get(key, str)(value) for key, value in row.items()}
 
 
 # --- the reader -----------------------------------------------------------------------------------
@@ -359,6 +371,7 @@ class Reader:
         self.runs = summarizer.schema.runs()
         self.cache = cache if cache is not None else self._default_cache()
         self._known: tuple[int, Known] | None = None
+        self._names_at: tuple[int, Names] | None = None
         self._local = threading.local()
         self.handlers: dict[str, Callable[[Query], Any]] = {
             DASHBOARD: self.dashboard, CATEGORIES: self.categories, PROFITABILITY: self.profitability,
@@ -379,14 +392,15 @@ class Reader:
         return parse_query(endpoint, items, max_months=self.api.max_months, all_marketplace=self.all_marketplace)
 
     def dashboard(self, query: Query) -> list[dict[str, Any]]:
-        return [_dashboard_row(r) for r in self._rows(dashboard_select(self.tiers.brand, query))]
+        return self._answer_rows(dashboard_select(self.tiers.brand, query, self._names()))
 
     def categories(self, query: Query) -> list[dict[str, Any]]:
-        return [_category_row(r) for r in self._rows(categories_select(self.tiers.category, query))]
+        return self._answer_rows(categories_select(self.tiers.category, query, self._names()))
 
     def profitability(self, query: Query) -> list[dict[str, Any]]:
-        statement = profitability_select(self.tiers.brand, query, self.api.revenue_metrics, self.api.cost_metrics)
-        return [_profit_row(r) for r in self._rows(statement)]
+        statement = profitability_select(self.tiers.brand, query, self.api.revenue_metrics, self.api.cost_metrics,
+                                         self._names())
+        return self._answer_rows(statement)
 
     def meta(self) -> dict[str, Any]:
         found: dict[str, list[str]] = {}
@@ -398,7 +412,8 @@ class Reader:
                 "all_marketplace": self.all_marketplace,
                 "rows": {tier: int(found.get(f"rows_{tier}", ["0"])[0]) for tier in self.tiers.by_name()},
                 "revenue_metrics": list(self.api.revenue_metrics), "cost_metrics": list(self.api.cost_metrics),
-                "last_run": _run_json(self._run(version)), "last_success": _run_json(self._last_success())}
+                "last_run": _run_json(self._run(version)), "last_success": _run_json(self._last_success()),
+                "notes": list(self.names(version).notes)}
 
     def health(self) -> Health:
         """Fresh when the last successful refresh finished at most ``[api] max_age`` ago."""
@@ -429,6 +444,20 @@ class Reader:
         self._known = (version, known)
         return known
 
+    def names(self, version: int) -> Names:
+        """The name tables the answers join, looked up once per data version."""
+        cached = self._names_at
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        with self._connection() as conn:
+            names = discover(conn, self.summarizer.source, self.summarizer.schema.unassigned)
+        self._names_at = (version, names)
+        return names
+
+    def _names(self) -> Names:
+        cached = self._names_at
+        return cached[1] if cached is not None else self.names(self.version())
+
     # --- the cached answers the HTTP layer sends ----------------------------------------------
     def answer(self, endpoint: str, items: Iterable[tuple[str, str]]) -> Answer:
         """The response body for ``endpoint``: checked, then from the cache or one statement."""
@@ -440,6 +469,7 @@ class Reader:
             if body is not None:
                 return Answer(body, how, version)
             self.known(version).check(query, self.all_marketplace)
+            self.names(version)
             data = self.handlers[endpoint](query)
         body = envelope(data, {"endpoint": endpoint, "params": query.as_json(), "data_version": version})
         self.cache.put(key, body)
@@ -449,6 +479,10 @@ class Reader:
     def _rows(self, statement: Select[Any]) -> list[Any]:
         with self._connection() as conn:
             return list(conn.execute(statement))
+
+    def _answer_rows(self, statement: Select[Any]) -> list[dict[str, Any]]:
+        with self._connection() as conn:
+            return [row_json(row) for row in conn.execute(statement).mappings()]
 
     def _scalar(self, statement: Select[Any]) -> Any:
         with self._connection() as conn:
