@@ -19,6 +19,10 @@ invalidated. Everything here is pure: it builds statements and never runs them.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,3 +127,32 @@ def order_by(rows: Subquery, shape: Shape, named: dict[str, ColumnElement[Any]],
         nulls_last = [case((name.is_(None), 1), else_=0), name] if name is not None else []
         return [*nulls_last, rows.c[shape.name_of], *month, *(rows.c[k] for k in shape.keys if k != shape.name_of)]
     return key
+
+
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,200}$"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the next page starts, at which data version, for which query: what an opaque cursor holds."""
+
+    offset: int
+    version: int
+    fingerprint: str
+
+    def encode(self) -> str:
+        text = json.dumps([self.offset, self.version, self.fingerprint], separators=(",", ":"))
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Position:
+        """ValueError unless ``text`` is a cursor :meth:`encode` made."""
+        if not re.match(CURSOR_PATTERN, text):
+            raise ValueError("not a cursor")
+        try:
+            offset, version, fingerprint = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        except (ValueError, TypeError, binascii.Error):
+            raise ValueError("not a cursor") from None
+        if not (isinstance(offset, int) and isinstance(version, int) and isinstance(fingerprint, str)) or offset < 0:
+            raise ValueError("not a cursor")
+        return cls(offset, version, fingerprint)

@@ -18,10 +18,25 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .answers import CURSOR_PATTERN
 from .app import Summarizer
 from .config import Config
 from .errors import DatabaseUnavailable, SchemaError
-from .read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY, Answer, BadParameter, Param, Reader
+from .read import (
+    BIGINT_MAX,
+    CATEGORIES,
+    DASHBOARD,
+    HEALTH,
+    MAX_IDS,
+    META,
+    MONTH_PATTERN,
+    PROFITABILITY,
+    Answer,
+    BadParameter,
+    Param,
+    Reader,
+    endpoint_params,
+)
 from .serve.pages import mount_pages
 
 log = logging.getLogger(__name__)
@@ -68,6 +83,8 @@ class Meta(BaseModel):
     params: dict[str, Any] = Field(description="the parameters as understood: normalised, defaults filled in")
     data_version: int = Field(description="id of the newest finished refresh run the answer reflects")
     count: int | None = None
+    next: str | None = Field(None, description="data endpoints: the next page's URL (path and query, with a "
+                                               "cursor), or null on the last page")
 
 
 Decimal = Field(description="exact decimal, as a string", examples=["1234.5000"])
@@ -150,14 +167,24 @@ SUMMARIES = {
 }
 
 
+def parameter_schema(param: Param) -> dict[str, Any]:
+    """The JSON schema of one query parameter: exactly what ``read.parse_query`` accepts for it."""
+    kinds: dict[str, dict[str, Any]] = {
+        "month": {"type": "string", "pattern": MONTH_PATTERN},
+        "id": {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX},
+        "count": {"type": "integer", "minimum": param.minimum, "maximum": param.maximum},
+        "choice": {"type": "string", "enum": list(param.choices)},
+        "text": {"type": "string", "minLength": 1},
+        "cursor": {"type": "string", "pattern": CURSOR_PATTERN}}
+    item = kinds[param.kind] | ({"default": int(param.default) if param.kind == "count" else param.default}
+                                if param.default is not None else {})
+    if not param.repeatable:
+        return item
+    return {"type": "array", "items": item, "minItems": 1} | ({"maxItems": MAX_IDS} if param.kind == "id" else {})
+
+
 def openapi_parameters(params: tuple[Param, ...]) -> list[dict[str, Any]]:
-    def schema(param: Param) -> dict[str, Any]:
-        kinds: dict[str, dict[str, Any]] = {"month": {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
-                                            "id": {"type": "integer", "minimum": 0},
-                                            "choice": {"type": "string", "enum": list(param.choices)},
-                                            "text": {"type": "string"}}
-        item = kinds[param.kind]
-        return {"type": "array", "items": item} if param.repeatable else item
+    schema = parameter_schema
     return [{"name": p.name, "in": "query", "required": p.required, "description": p.help, "schema": schema(p),
              **({"style": "form", "explode": True} if p.repeatable else {})} for p in params]
 
@@ -175,20 +202,22 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     reader = reader or Reader(summarizer)
     app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION)
     app.state.reader = reader
+    max_limit = summarizer.config.api.max_limit
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
-        app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint))
-    app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH))
+        app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint, max_limit))
+    app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH, max_limit))
     mount_pages(app, reader)
     _add_error_handlers(app)
     return app
 
 
-def _route_docs(endpoint: str) -> dict[str, Any]:
+def _route_docs(endpoint: str, max_limit: int) -> dict[str, Any]:
     errors = {400: {"model": ErrorResponse, "description": "a query parameter cannot be used"},
               503: {"model": ErrorResponse, "description": "database unavailable, not initialised"
                     + (", or summaries never refreshed / stale" if endpoint == HEALTH else "")}}
     return {"methods": ["GET"], "summary": SUMMARIES[endpoint], "response_model": RESPONSES[endpoint],
-            "responses": errors, "openapi_extra": {"parameters": openapi_parameters(PARAMS[endpoint])},
+            "responses": errors,
+            "openapi_extra": {"parameters": openapi_parameters(endpoint_params(endpoint, max_limit))},
             "name": endpoint}
 
 

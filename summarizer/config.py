@@ -104,6 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "max_months", "120", "int", "longest month range one request may ask for"),
     Setting("api", "revenue_metrics", "revenue", "list", "metrics summed as revenue by profitability"),
     Setting("api", "cost_metrics", "cogs,fees,ad_spend,shipping", "list", "metrics subtracted as cost"),
+    Setting("api", "max_limit", "10000", "int",
+            "most rows one answer may hold: the largest limit a request may give (the default limit is 1000)"),
     Setting("api", "redis_url", "", "str", "Redis URL for the response cache; empty: in-process cache"),
     Setting("api", "cache_size", "1024", "int", "entries of the in-process cache"),
     Setting("spark", "master", "local[*]", "str",
@@ -290,6 +292,7 @@ def _check(config: Config) -> None:
               ("spark", "shuffle_partitions"): (0, 100_000),
               ("refresh", "swap_lock_timeout"): (1, 3600), ("refresh", "swap_attempts"): (1, 1000),
               ("api", "port"): (1, 65535), ("api", "max_months"): (1, 1200),
+              ("api", "max_limit"): (1, 1_000_000),
               ("summary", "asin_length"): (1, 255), ("summary", "marketplace_length"): (1, 255),
               ("summary", "metric_length"): (1, 255)}
     for (section, key), (low, high) in bounds.items():

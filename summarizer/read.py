@@ -18,19 +18,21 @@ layout: parameters, the query, statement builders, the reader.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from sqlalchemy import Connection, Select, String, Table, case, cast, func, literal_column, select, union_all
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
-from .answers import NO_NAMES, Names, Shape, discover, shaped
+from .answers import NO_NAMES, Names, Position, Shape, discover, shaped
 from .cache import Cache, make_cache, namespace
 from .ddl import require_tables
 from .errors import DatabaseUnavailable, UsageError
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 
 BIGINT_MAX = 2**63 - 1
 MAX_IDS = 1000
+DEFAULT_LIMIT, DEFAULT_MAX_LIMIT, MAX_OFFSET = 1000, 10_000, 1_000_000_000
+# what the server accepts as a month, and what the OpenAPI document says: years 0001..9999, months 01..12
+MONTH_PATTERN = r"^(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:0[1-9]|1[0-2])$"
 DASHBOARD, CATEGORIES, PROFITABILITY, META, HEALTH = (
     "dashboard-data", "categories-dashboard-data", "profitability-data", "meta", "health")
 
@@ -54,11 +59,14 @@ class Param:
     """One query parameter of one endpoint: what it is, and the help the OpenAPI description shows."""
 
     name: str
-    kind: str  # month, text, id, choice
+    kind: str  # month, text, id, choice, count, cursor
     help: str
     repeatable: bool = False
     required: bool = False
     choices: tuple[str, ...] = ()
+    minimum: int | None = None  # count
+    maximum: int | None = None  # count; limit's is [api] max_limit, filled in by endpoint_params
+    default: str | None = None
 
 
 FROM = Param("from", "month", "first month, as YYYY-MM", required=True)
@@ -74,13 +82,33 @@ CATEGORY_ID = Param("category_id", "id", f"a category id (0 = unassigned); repea
 BY = Param("by", "choice", "one row per month and brand, or per month and category; default: category when "
            "only category_id is given, else brand", choices=("brand", "category"))
 
+ORDERS = ("month", "value_desc", "value_asc", "name")
+GROUPS = ("month", "total")
+ORDER = Param("order", "choice", "month (the default): by month, then id; value_desc / value_asc: by value (profit "
+              "on profitability-data), largest / smallest first; name: by brand (or category) name. Ties are "
+              "broken by month and id, so pages never overlap", choices=ORDERS, default="month")
+GROUP = Param("group", "choice", "month (the default): one row per month; total: one row per brand (or category) "
+              "and metric, summed over the whole range, without month", choices=GROUPS, default="month")
+LIMIT = Param("limit", "count", f"rows per answer (default {DEFAULT_LIMIT}, or [api] max_limit if that is "
+              "smaller); meta.next links to the next page", minimum=1)
+OFFSET = Param("offset", "count", "rows to skip (default 0); or follow meta.next, whose cursor also notices when "
+               "a refresh changed the data between pages", minimum=0, maximum=MAX_OFFSET, default="0")
+CURSOR = Param("cursor", "cursor", "opaque: the next page, as given in meta.next; not with offset")
+PAGING = (ORDER, GROUP, LIMIT, OFFSET, CURSOR)
+
 PARAMS: dict[str, tuple[Param, ...]] = {
-    DASHBOARD: (FROM, TO, MARKETPLACE, METRIC, BRAND_ID),
-    CATEGORIES: (FROM, TO, METRIC, CATEGORY_ID),
-    PROFITABILITY: (FROM, TO, MARKETPLACE, BRAND_ID, CATEGORY_ID, BY),
+    DASHBOARD: (FROM, TO, MARKETPLACE, METRIC, BRAND_ID, *PAGING),
+    CATEGORIES: (FROM, TO, METRIC, CATEGORY_ID, *PAGING),
+    PROFITABILITY: (FROM, TO, MARKETPLACE, BRAND_ID, CATEGORY_ID, BY, *PAGING),
     META: (),
     HEALTH: (),
 }
+
+
+def endpoint_params(endpoint: str, max_limit: int = DEFAULT_MAX_LIMIT) -> tuple[Param, ...]:
+    """The endpoint's parameters as the server checks them: ``limit``'s maximum is ``[api] max_limit``."""
+    default = str(min(DEFAULT_LIMIT, max_limit))
+    return tuple(replace(p, maximum=max_limit, default=default) if p is LIMIT else p for p in PARAMS[endpoint])
 
 
 class BadParameter(UsageError):
@@ -102,6 +130,11 @@ class Query:
     brand_ids: tuple[int, ...] = ()
     category_ids: tuple[int, ...] = ()
     by: str | None = None
+    order: str | None = None
+    group: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    cursor_version: int | None = None  # the data version a cursor was made at (None: no cursor)
 
     def months(self) -> list[dt.date]:
         assert self.first is not None and self.last is not None
@@ -110,8 +143,13 @@ class Query:
     def as_json(self) -> dict[str, Any]:
         values = {"from": self.first and f"{self.first:%Y-%m}", "to": self.last and f"{self.last:%Y-%m}",
                   "marketplace": self.marketplace, "metric": list(self.metrics), "brand_id": list(self.brand_ids),
-                  "category_id": list(self.category_ids), "by": self.by}
+                  "category_id": list(self.category_ids), "by": self.by, "order": self.order, "group": self.group,
+                  "limit": self.limit, "offset": self.offset or None}
         return {k: v for k, v in values.items() if v not in (None, [])}
+
+    def fingerprint(self) -> str:
+        """What a cursor must be used with: every parameter but the position."""
+        return hashlib.sha256(replace(self, offset=0, cursor_version=None).key().encode()).hexdigest()[:16]
 
     def key(self) -> str:
         """The canonical text of the parameters, for cache keys."""
@@ -119,9 +157,9 @@ class Query:
 
 
 def parse_query(endpoint: str, items: Iterable[tuple[str, str]], *, max_months: int,
-                all_marketplace: str) -> Query:
+                all_marketplace: str, max_limit: int = DEFAULT_MAX_LIMIT) -> Query:
     """Check the syntax of ``items`` (name, value pairs) for ``endpoint``; raise BadParameter."""
-    spec = {p.name: p for p in PARAMS[endpoint]}
+    spec = {p.name: p for p in endpoint_params(endpoint, max_limit)}
     values = _collect(items, spec)
     for param in spec.values():
         if param.required and param.name not in values:
@@ -130,10 +168,53 @@ def parse_query(endpoint: str, items: Iterable[tuple[str, str]], *, max_months: 
     ids: dict[str, tuple[int, ...]] = {name: _ids(spec[name], values.get(name, []))
                                        for name in ("brand_id", "category_id") if name in spec}
     default_market = all_marketplace if "marketplace" in spec else None
-    return Query(first=first, last=last, marketplace=_single(values, "marketplace") or default_market,
-                 metrics=tuple(sorted(set(values.get("metric", [])))),
-                 brand_ids=ids.get("brand_id", ()), category_ids=ids.get("category_id", ()),
-                 by=_by(endpoint, values, ids))
+    query = Query(first=first, last=last, marketplace=_single(values, "marketplace") or default_market,
+                  metrics=tuple(sorted(set(values.get("metric", [])))),
+                  brand_ids=ids.get("brand_id", ()), category_ids=ids.get("category_id", ()),
+                  by=_by(endpoint, values, ids))
+    return _paged(query, spec, values) if "limit" in spec else query
+
+
+def _paged(query: Query, spec: Mapping[str, Param], values: Mapping[str, list[str]]) -> Query:
+    """``query`` with its order, grouping and page; a cursor must come from the same query."""
+    limit, offset = spec["limit"], spec["offset"]
+    query = replace(query, order=_choice(spec["order"], values), group=_choice(spec["group"], values),
+                    limit=_count(limit, _single(values, "limit") or str(limit.default)),
+                    offset=_count(offset, _single(values, "offset") or "0"))
+    text = _single(values, "cursor")
+    if text is None:
+        return query
+    if "offset" in values:
+        raise BadParameter("cursor", "give either cursor or offset, not both", CURSOR.help)
+    try:
+        position = Position.decode(text)
+    except ValueError:
+        raise BadParameter("cursor", f"not a cursor this server made: {echo(text)}", CURSOR.help) from None
+    if position.fingerprint != query.fingerprint() or position.offset > MAX_OFFSET:
+        raise BadParameter("cursor", "this cursor belongs to another query: keep the other parameters as they "
+                           "were on the page that gave it, or drop cursor", CURSOR.help)
+    return replace(query, offset=position.offset, cursor_version=position.version)
+
+
+def _choice(param: Param, values: Mapping[str, list[str]]) -> str:
+    given = _single(values, param.name)
+    if given is not None and given not in param.choices:
+        raise BadParameter(param.name, f"expected one of {', '.join(param.choices)}, got {echo(given)}",
+                           list(param.choices))
+    return given or str(param.default)
+
+
+def _count(param: Param, text: str) -> int:
+    low, high = param.minimum or 0, param.maximum if param.maximum is not None else BIGINT_MAX
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadParameter(param.name, f"expected a whole number from {low} to {high}, got {echo(text)}",
+                           f"{low}..{high}")
+    return int(text)
+
+
+def echo(text: str, most: int = 64) -> str:
+    """A client's text quoted in a message, cut to ``most`` characters: a 70 KB name is not sent back."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + f"… ({len(text)} characters)"
 
 
 def _collect(items: Iterable[tuple[str, str]], spec: Mapping[str, Param]) -> dict[str, list[str]]:
@@ -228,46 +309,68 @@ _EMPTY = "none yet: the summaries are empty (run `summarizer refresh`)"
 
 DASHBOARD_SHAPE = Shape(keys=("brand_id", "metric"), name_of="brand_id")
 CATEGORIES_SHAPE = Shape(keys=("category_id", "metric"), name_of="category_id")
+TOTAL = "total"
+
+
+def _shaped(inner: Select[Any], shape: Shape, query: Query, names: Names) -> Select[Any]:
+    return shaped(inner, shape, names, order=query.order or "month", limit=query.limit, offset=query.offset)
+
+
+def _measures(t: Table, query: Query) -> list[ColumnElement[Any]]:
+    """value and row_count as stored, or summed over the months with group=total."""
+    if query.group == TOTAL:
+        return [func.sum(t.c.value).label("value"), func.sum(t.c.row_count).label("row_count")]
+    return [t.c.value, t.c.row_count]
+
+
+def _months(t: Table, query: Query) -> list[ColumnElement[Any]]:
+    return [] if query.group == TOTAL else [t.c.month]
+
+
+def _brand_category(t: Table, query: Query) -> ColumnElement[Any]:
+    """A brand's category; summed over months, the largest id if the brand moved within the range."""
+    return func.max(t.c.category_id).label("category_id") if query.group == TOTAL else t.c.category_id
 
 
 def dashboard_select(brand: Table, query: Query, names: Names = NO_NAMES) -> Select[Any]:
     """Brand-tier rows of one marketplace (or ALL) for the months, metrics and brands asked for."""
-    return shaped(_dashboard_rows(brand, query), DASHBOARD_SHAPE, names)
+    return _shaped(_dashboard_rows(brand, query), DASHBOARD_SHAPE, query, names)
 
 
 def _dashboard_rows(brand: Table, query: Query) -> Select[Any]:
     t = brand
-    statement = select(t.c.month, t.c.brand_id, t.c.category_id, t.c.metric, t.c.value, t.c.row_count).where(
+    statement = select(*_months(t, query), t.c.brand_id, _brand_category(t, query), t.c.metric,
+                       *_measures(t, query)).where(
         t.c.marketplace == query.marketplace, t.c.month.in_(query.months()))  # a list: point ranges on the key
     if query.metrics:
         statement = statement.where(t.c.metric.in_(query.metrics))
     if query.brand_ids:
         statement = statement.where(t.c.brand_id.in_(query.brand_ids))
-    return statement
+    return statement.group_by(t.c.brand_id, t.c.metric) if query.group == TOTAL else statement
 
 
 def categories_select(category: Table, query: Query, names: Names = NO_NAMES) -> Select[Any]:
-    return shaped(_categories_rows(category, query), CATEGORIES_SHAPE, names)
+    return _shaped(_categories_rows(category, query), CATEGORIES_SHAPE, query, names)
 
 
 def _categories_rows(category: Table, query: Query) -> Select[Any]:
     t = category
-    statement = select(t.c.month, t.c.category_id, t.c.metric, t.c.value, t.c.row_count).where(
+    statement = select(*_months(t, query), t.c.category_id, t.c.metric, *_measures(t, query)).where(
         t.c.month.in_(query.months()))
     if query.metrics:
         statement = statement.where(t.c.metric.in_(query.metrics))
     if query.category_ids:
         statement = statement.where(t.c.category_id.in_(query.category_ids))
-    return statement
+    return statement.group_by(t.c.category_id, t.c.metric) if query.group == TOTAL else statement
 
 
 def profitability_select(brand: Table, query: Query, revenue: Sequence[str], cost: Sequence[str],
                          names: Names = NO_NAMES) -> Select[Any]:
-    """Per month and brand (or category): revenue metrics summed, cost metrics summed, their difference."""
+    """Per month (or the range) and brand (or category): revenue metrics summed, cost metrics summed, profit."""
     by_brand = query.by == "brand"
     shape = Shape(keys=("brand_id", "category_id") if by_brand else ("category_id",), value="profit",
                   name_of="brand_id" if by_brand else "category_id")
-    return shaped(_profit_rows(brand, query, revenue, cost), shape, names)
+    return _shaped(_profit_rows(brand, query, revenue, cost), shape, query, names)
 
 
 def _profit_rows(brand: Table, query: Query, revenue: Sequence[str], cost: Sequence[str]) -> Select[Any]:
@@ -275,15 +378,16 @@ def _profit_rows(brand: Table, query: Query, revenue: Sequence[str], cost: Seque
     zero: ColumnElement[Any] = literal_column("0")
     revenue_sum = func.sum(case((t.c.metric.in_(revenue), t.c.value), else_=zero))
     cost_sum = func.sum(case((t.c.metric.in_(cost), t.c.value), else_=zero))
-    keys = [t.c.brand_id, t.c.category_id] if query.by == "brand" else [t.c.category_id]
-    statement = select(t.c.month, *keys, revenue_sum.label("revenue"), cost_sum.label("cost"),
+    keys = [t.c.brand_id, _brand_category(t, query)] if query.by == "brand" else [t.c.category_id]
+    statement = select(*_months(t, query), *keys, revenue_sum.label("revenue"), cost_sum.label("cost"),
                        (revenue_sum - cost_sum).label("profit")).where(
         t.c.marketplace == query.marketplace, t.c.month.in_(query.months()), t.c.metric.in_([*revenue, *cost]))
     if query.brand_ids:
         statement = statement.where(t.c.brand_id.in_(query.brand_ids))
     if query.category_ids:
         statement = statement.where(t.c.category_id.in_(query.category_ids))
-    return statement.group_by(t.c.month, *keys)
+    group = [t.c.brand_id] if query.by == "brand" else [t.c.category_id]
+    return statement.group_by(*group) if query.group == TOTAL else statement.group_by(t.c.month, *keys)
 
 
 def _tagged(kind: str, value: Any) -> tuple[Any, Any]:
@@ -389,18 +493,33 @@ class Reader:
 
     def parse(self, endpoint: str, items: Iterable[tuple[str, str]]) -> Query:
         """(name, value) pairs, as in a query string -> a checked Query; BadParameter otherwise."""
-        return parse_query(endpoint, items, max_months=self.api.max_months, all_marketplace=self.all_marketplace)
+        return parse_query(endpoint, items, max_months=self.api.max_months, all_marketplace=self.all_marketplace,
+                           max_limit=self.api.max_limit)
 
     def dashboard(self, query: Query) -> list[dict[str, Any]]:
-        return self._answer_rows(dashboard_select(self.tiers.brand, query, self._names()))
+        return self.page(DASHBOARD, query)[0]
 
     def categories(self, query: Query) -> list[dict[str, Any]]:
-        return self._answer_rows(categories_select(self.tiers.category, query, self._names()))
+        return self.page(CATEGORIES, query)[0]
 
     def profitability(self, query: Query) -> list[dict[str, Any]]:
-        statement = profitability_select(self.tiers.brand, query, self.api.revenue_metrics, self.api.cost_metrics,
-                                         self._names())
-        return self._answer_rows(statement)
+        return self.page(PROFITABILITY, query)[0]
+
+    def statement(self, endpoint: str, query: Query) -> Select[Any]:
+        """The one statement that answers ``query`` on a data endpoint."""
+        names = self._names()
+        if endpoint == DASHBOARD:
+            return dashboard_select(self.tiers.brand, query, names)
+        if endpoint == CATEGORIES:
+            return categories_select(self.tiers.category, query, names)
+        return profitability_select(self.tiers.brand, query, self.api.revenue_metrics, self.api.cost_metrics, names)
+
+    def page(self, endpoint: str, query: Query) -> tuple[list[dict[str, Any]], bool]:
+        """The rows of one page, and whether more follow (the statement reads one row past the page)."""
+        rows = self._answer_rows(self.statement(endpoint, query))
+        if query.limit is None:
+            return rows, False
+        return rows[:query.limit], len(rows) > query.limit
 
     def meta(self) -> dict[str, Any]:
         found: dict[str, list[str]] = {}
@@ -464,14 +583,20 @@ class Reader:
         query = self.parse(endpoint, items)
         with self._connection():
             version = self.version()
+            _check_cursor(query, version)
             key = f"{endpoint}?{query.key()}@{version}"
             body, how = self.cache.get(key)
             if body is not None:
                 return Answer(body, how, version)
             self.known(version).check(query, self.all_marketplace)
             self.names(version)
-            data = self.handlers[endpoint](query)
-        body = envelope(data, {"endpoint": endpoint, "params": query.as_json(), "data_version": version})
+            meta: dict[str, Any] = {"endpoint": endpoint, "params": query.as_json(), "data_version": version}
+            if endpoint == META:
+                data: Any = self.meta()
+            else:
+                data, more = self.page(endpoint, query)
+                meta["next"] = next_link(endpoint, query, version) if more else None
+        body = envelope(data, meta)
         self.cache.put(key, body)
         return Answer(body, how, version)
 
@@ -528,6 +653,22 @@ class Reader:
             raise DatabaseUnavailable(f"the database is not answering: {_first_line(again)}") from exc
         if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
             raise DatabaseUnavailable(f"the database could not answer: {_first_line(exc)}") from exc
+
+
+def _check_cursor(query: Query, version: int) -> None:
+    """A cursor pages through one data version: after a refresh, rows may have moved between pages."""
+    if query.cursor_version is not None and query.cursor_version != version:
+        raise BadParameter("cursor", f"the summaries changed since this cursor was made (data version "
+                           f"{query.cursor_version} then, {version} now): start again from the first page",
+                           CURSOR.help)
+
+
+def next_link(endpoint: str, query: Query, version: int) -> str:
+    """The next page's URL (path and query): the same parameters and a cursor where this page ends."""
+    assert query.limit is not None
+    position = Position(query.offset + query.limit, version, query.fingerprint())
+    params = {k: v for k, v in query.as_json().items() if k != "offset"} | {"cursor": position.encode()}
+    return f"/api/{endpoint}?{urlencode(params, doseq=True)}"
 
 
 def envelope(data: Any, meta: dict[str, Any]) -> bytes:

@@ -135,7 +135,9 @@ VALUES = st.one_of(st.sampled_from(["2024-01", "9999-12", "0001-01", "ALL", "US"
 GOOD = {"from": ["2024-01", "2024-02", "2023-11"], "to": ["2024-03", "2024-04", "2024-12"],
         "marketplace": ["ALL", "US", "JP"], "metric": ["revenue", "units", "cogs", "refunds"],
         "brand_id": ["0", "1", "5", "999", "9223372036854775807"], "category_id": ["0", "100", "101", "7"],
-        "by": ["brand", "category"]}
+        "by": ["brand", "category"], "order": ["month", "value_desc", "value_asc", "name", "size"],
+        "group": ["month", "total", "year"], "limit": ["1", "5", "1000", "0", "10001"], "offset": ["0", "3", "-1"],
+        "cursor": ["WzEsMSwiYSJd", "abc", "!"]}
 
 
 def pairs_for(endpoint: str) -> st.SearchStrategy[list[tuple[str, str]]]:
