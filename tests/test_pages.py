@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.mysql]
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1200,1000")
+                  "--window-size=1200,1400")
 SETTINGS = {"api_revenue_metrics": "revenue", "api_cost_metrics": "cogs,refunds"}
 PAGES = ("brands", "categories", "profitability", "operations")
 
@@ -296,6 +296,7 @@ def test_operations_shows_the_failed_run_as_failed(site: Site):
     assert f"#{failed.id} ✗" in steps["other"] and f"#{runs[0].id}" in steps["tier2"]
     full = runs[2]
     assert steps["tier2"][f"#{full.id}"] == f"{full.steps['tier2']:.3f}"
+    assert steps["months"][f"#{runs[0].id}"] == f"{runs[0].steps['months']:.3f}"  # the incremental run's months
     assert site.driver.find_element("css selector", "[data-freshness]").get_attribute("data-freshness") == "ok"
     share = site.numbers("unassigned-share")["share"]
     api = {r["tier"]: r["share"] for r in site.api("unassigned", {})["data"]}

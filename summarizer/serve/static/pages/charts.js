@@ -68,7 +68,7 @@ function scale(d0, d1, r0, r1) {
 
 function root(chart) {
   W = chart.width || 1000;
-  return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
+  return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: W < 1000 ? "chart narrow" : "chart", role: "img",
     "aria-label": `${chart.title}: chart; its numbers are in the table below it` });
 }
 

@@ -49,8 +49,10 @@ function monthsOf(from, to, m) {
 }
 
 function nameOf(row, kind) {
-  const id = row[`${kind}_id`];
-  return row[`${kind}_name`] ?? (id === 0 ? "Unassigned" : `${kind} ${id}`);
+  const id = row[`${kind}_id`], name = row[`${kind}_name`];
+  if (name !== undefined && name !== null) return name;
+  if (id === 0) return "Unassigned";
+  return name === null ? `${kind} ${id} (no name)` : `${kind} ${id}`;  // null: the id has no row of names
 }
 
 function card(...children) {
@@ -79,7 +81,7 @@ function compare(a, b) {
 
 function money(text) {
   const n = Number(text);
-  return Number.isFinite(n) ? n.toLocaleString(undefined, { maximumFractionDigits: 2 }) : text;
+  return Number.isFinite(n) ? n.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : text;
 }
 
 function unsupported(error) {
@@ -250,14 +252,21 @@ function freshnessCard(h) {
     el("p", { class: "note" }, h.message));
 }
 
+// An incremental run records its month replacements as one "months" step: shown apart from the rest.
+function incremental(r) {
+  return r.mode === "full" ? 0 : r.steps.months ?? 0;
+}
+
 function runsChart(runs, steps) {
   const ordered = [...runs].reverse();
   const labels = ordered.map((r) => `#${r.id}${r.status === "succeeded" ? "" : " ✗"}`);
-  const parts = [...steps, "other"];
-  const series = parts.map((step, i) => {
-    const values = ordered.map((r) => (step === "other" ? r.other_seconds : r.steps[step] ?? 0));
-    return { name: step, key: step, color: i === steps.length ? "#9aa3b2" : undefined, values: values.map((v) => v ?? 0),
-      texts: values.map((v) => (v === null ? "" : Number(v).toFixed(3))) };
+  const parts = [...steps.map((step) => [step, (r) => r.steps[step] ?? 0]),
+    ["months (incremental)", incremental],
+    ["other", (r) => (r.other_seconds === null ? null : Math.max(0, r.other_seconds - incremental(r)))]];
+  const series = parts.map(([name, value], i) => {
+    const values = ordered.map(value);
+    return { name, key: name.split(" ")[0], color: i === parts.length - 1 ? "#9aa3b2" : undefined,
+      values: values.map((v) => v ?? 0), texts: values.map((v) => (v === null ? "" : Number(v).toFixed(3))) };
   });
   return barChart({ id: "runs-steps", title: `The last ${runs.length} runs: seconds per step (✗: did not succeed)`,
     labels, labelName: "Run", stacked: true, series });
