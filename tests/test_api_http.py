@@ -7,7 +7,9 @@ process on a free port and talks to it over a socket.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
 import logging
 import os
 import socket
@@ -61,11 +63,14 @@ class Http:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def get(self, path: str, params: Any = None) -> httpx.Response:
+    def get(self, path: str, params: Any = None, headers: Any = None) -> httpx.Response:
+        return self.request("GET", path, params, headers)
+
+    def request(self, method: str, path: str, params: Any = None, headers: Any = None) -> httpx.Response:
         async def send() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-                return await client.get(path, params=params)
+                return await client.request(method, path, params=params, headers=headers)
         return asyncio.run(send())
 
     def data(self, endpoint: str, params: Any = None) -> Any:
@@ -76,6 +81,8 @@ class Http:
 
 def check_shape(endpoint: str, response: httpx.Response) -> dict[str, Any]:
     """Every body is the endpoint's success shape or the one error shape, and says what it is."""
+    if response.status_code == 200 and response.headers["content-type"].startswith("text/csv"):
+        return {"csv": csv_rows(response)}
     body = response.json()
     assert response.headers["content-type"] == "application/json"
     if response.status_code == 200:
@@ -128,6 +135,40 @@ def test_bad_input_is_a_400_naming_the_parameter(served):
     assert "revenue" in error["allowed"] and "revnue" in error["message"]
 
 
+def csv_rows(response: httpx.Response) -> list[list[str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+def as_text(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [["" if v is None else str(v) for v in row.values()] for row in rows]
+
+
+def test_csv_equals_json_for_the_same_query(served):
+    http = served().http
+    queries = [(DASHBOARD, {"from": "2024-01", "to": "2024-04", "limit": "40", "order": "value_desc"}),
+               (CATEGORIES, {"from": "2024-02", "to": "2024-03", "group": "total"}),
+               (PROFITABILITY, {"from": "2024-01", "to": "2024-04", "order": "name", "limit": "25"})]
+    for endpoint, params in queries:
+        as_json = http.get(f"/api/{endpoint}", params).json()
+        rows = as_json["data"]
+        as_csv = csv_rows(http.get(f"/api/{endpoint}", {**params, "format": "csv"}))
+        assert as_csv[0] == list(rows[0]) and as_csv[1:] == as_text(rows), endpoint
+        assert any(v == "" for row in as_csv for v in row) == any(None in r.values() for r in rows)
+        by_accept = http.get(f"/api/{endpoint}", params, headers={"Accept": "text/csv, application/json;q=0.5"})
+        assert csv_rows(by_accept) == as_csv and by_accept.headers["vary"] == "Accept"
+        again = http.get(f"/api/{endpoint}", {**params, "format": "csv"})
+        assert again.headers["x-cache"] == "hit" and csv_rows(again) == as_csv
+        if as_json["meta"]["next"]:  # the next page: a Link header, also on a cache hit
+            link = again.headers["link"]
+            assert link.startswith("</api/") and link.endswith('>; rel="next"') and "format=csv" in link
+            second = csv_rows(http.get(link[1:-len('>; rel="next"')]))
+            assert second[1:] == as_text(http.get(as_json["meta"]["next"]).json()["data"])
+    assert http.get(f"/api/{DASHBOARD}", queries[0][1], headers={"Accept": "text/html,*/*;q=0.8"}).json()["data"]
+    assert http.get(f"/api/{DASHBOARD}?from=2024-01&to=2024-02&format=xml").json()["error"]["parameter"] == "format"
+
+
 NAMES = st.sampled_from(sorted({p.name for params in PARAMS.values() for p in params} | {"x", "", "from[]"}))
 VALUES = st.one_of(st.sampled_from(["2024-01", "9999-12", "0001-01", "ALL", "US", "revenue", "0", "-1",
                                     "9223372036854775808", "brand", "1e3", " ", "NaN"]),
@@ -137,7 +178,7 @@ GOOD = {"from": ["2024-01", "2024-02", "2023-11"], "to": ["2024-03", "2024-04", 
         "brand_id": ["0", "1", "5", "999", "9223372036854775807"], "category_id": ["0", "100", "101", "7"],
         "by": ["brand", "category"], "order": ["month", "value_desc", "value_asc", "name", "size"],
         "group": ["month", "total", "year"], "limit": ["1", "5", "1000", "0", "10001"], "offset": ["0", "3", "-1"],
-        "cursor": ["WzEsMSwiYSJd", "abc", "!"]}
+        "cursor": ["WzEsMSwiYSJd", "abc", "!"], "format": ["json", "csv", "xml"]}
 
 
 def pairs_for(endpoint: str) -> st.SearchStrategy[list[tuple[str, str]]]:
