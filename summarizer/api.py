@@ -22,6 +22,7 @@ from .answers import CURSOR_PATTERN
 from .app import Summarizer
 from .config import Config
 from .errors import DatabaseUnavailable, SchemaError
+from .httpmetrics import instrument
 from .read import (
     BIGINT_MAX,
     CATEGORIES,
@@ -213,6 +214,7 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
         app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint, max_limit))
     app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH, max_limit))
+    app.state.metrics = instrument(app, reader)
     _add_error_handlers(app)
     return app
 

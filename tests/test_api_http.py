@@ -383,3 +383,54 @@ def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout: float = 
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError(f"summarizer serve did not answer within {timeout}s")
+
+
+# --- /metrics ---------------------------------------------------------------------------------------
+
+def scrape(http: Http) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` parsed by prometheus_client: (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+    response = http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def test_metrics_count_requests_by_route_and_status_and_report_freshness(served):
+    s = served()
+    http = s.http
+    window = {"from": "2024-01", "to": "2024-02"}
+    assert http.get(f"/api/{DASHBOARD}", window).headers["x-cache"] == "miss"
+    assert http.get(f"/api/{DASHBOARD}", window).headers["x-cache"] == "hit"
+    assert http.get(f"/api/{DASHBOARD}", {**window, "limit": "0"}).status_code == 400
+    assert http.get("/api/no-such-thing/7").status_code == 404
+    samples = scrape(http)
+
+    def requests(endpoint: str, status: str) -> float:
+        labels = (("endpoint", endpoint), ("method", "GET"), ("status", status))
+        return samples.get(("summarizer_http_requests_total", labels), 0)
+    assert (requests(f"/api/{DASHBOARD}", "200"), requests(f"/api/{DASHBOARD}", "400")) == (2, 1)
+    assert requests("unmatched", "404") == 1
+    assert not any("no-such-thing" in value for _name, labels in samples for _k, value in labels)  # no raw paths
+    count = ("summarizer_http_request_duration_seconds_count", (("endpoint", f"/api/{DASHBOARD}"),))
+    assert samples[count] == 3
+    assert samples[("summarizer_api_cache_hits_total", (("backend", "memory"),))] == 1
+    assert samples[("summarizer_api_cache_misses_total", (("backend", "memory"),))] >= 1
+    assert samples[("summarizer_api_database_up", ())] == 1
+    assert samples[("summarizer_api_data_version", ())] == http.app.state.reader.version() > 0
+    assert 0 <= samples[("summarizer_api_last_success_age_seconds", ())] < 600
+    finished = s.app.runs.last_success().finished_at.replace(tzinfo=dt.UTC).timestamp()
+    assert abs(samples[("summarizer_api_last_success_timestamp_seconds", ())] - finished) < 5
+    assert scrape(http)[("summarizer_http_requests_total", (("endpoint", "/metrics"), ("method", "GET"),
+                                                            ("status", "200")))] == 1
+
+
+def test_metrics_still_answer_with_the_database_down(app_factory):
+    url = make_url(f"mysql+pymysql://root@127.0.0.1:{free_port()}/nothing")
+    http = Http(create_app(app_factory(url)))
+    assert http.get("/api/meta").status_code == 503
+    samples = scrape(http)
+    assert samples[("summarizer_api_database_up", ())] == 0
+    assert ("summarizer_api_data_version", ()) not in samples
+    labels = (("endpoint", "/api/meta"), ("method", "GET"), ("status", "503"))
+    assert samples[("summarizer_http_requests_total", labels)] == 1
