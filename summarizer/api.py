@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .answers import CURSOR_PATTERN
+from .apidocs import add_docs
 from .app import Summarizer
 from .config import Config
 from .errors import DatabaseUnavailable, SchemaError
@@ -208,13 +209,15 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     """The read API over a Summarizer (or a Config to build one from)."""
     summarizer = target if isinstance(target, Summarizer) else Summarizer(target)
     reader = reader or Reader(summarizer)
-    app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)  # /docs from the package's assets: add_docs
     app.state.reader = reader
     max_limit = summarizer.config.api.max_limit
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
         app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint, max_limit))
     app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH, max_limit))
     app.state.metrics = instrument(app, reader)
+    add_docs(app)
     _add_error_handlers(app)
     return app
 

@@ -434,3 +434,25 @@ def test_metrics_still_answer_with_the_database_down(app_factory):
     assert ("summarizer_api_data_version", ()) not in samples
     labels = (("endpoint", "/api/meta"), ("method", "GET"), ("status", "503"))
     assert samples[("summarizer_http_requests_total", labels)] == 1
+
+
+# --- /docs ------------------------------------------------------------------------------------------
+
+def test_docs_use_only_assets_served_by_the_app(app_factory, tmp_path):
+    import re
+    http = Http(create_app(app_factory(make_url(f"sqlite:///{tmp_path / 'd.db'}"))))
+    page = http.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url\s*:\s*["']([^"']+)["']""", page.text)  # the OpenAPI document Swagger UI loads
+    assert len(urls) >= 4, urls
+    assert "validatorUrl" in page.text and "null" in page.text.split("validatorUrl", 1)[1][:20]
+    assert not re.search(r"https?://|//[a-z]", page.text.replace("http://www.w3.org", "")), "a URL on another host"
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        response = http.get(url)
+        assert response.status_code == 200 and response.content, url
+    types = {url.rsplit(".", 1)[-1]: http.get(url).headers["content-type"] for url in urls}
+    assert types["js"].startswith(("text/javascript", "application/javascript")) and types["css"].startswith("text/css")
+    assert http.get("/docs/assets/LICENSE").status_code == 200
+    assert http.get("/redoc").status_code == 404  # FastAPI's CDN-based ReDoc page is off
