@@ -12,6 +12,9 @@ summary tier (per month, or summed over the range for ``group=total``; ``read.py
 * **order**: the order asked for, then the row's key, so the order is total and paging is stable;
 * **page**: ``LIMIT limit + 1 OFFSET offset``; the extra row only tells whether a next page exists.
 
+The rows then go out as JSON, or as CSV (:func:`csv_body`): the same columns in the same order, the
+decimals as the same exact text, a null as an empty field.
+
 Joining rather than keeping a name map in memory: the names come from the same snapshot as the
 numbers, ``order=name`` sorts and pages in the database like any other order, and nothing has to be
 invalidated. Everything here is pure: it builds statements and never runs them.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -156,3 +161,15 @@ class Position:
         if not (isinstance(offset, int) and isinstance(version, int) and isinstance(fingerprint, str)) or offset < 0:
             raise ValueError("not a cursor")
         return cls(offset, version, fingerprint)
+
+
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+
+
+def csv_body(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> bytes:
+    """The rows as CSV (RFC 4180 line ends) under a header line of ``columns``; null is an empty field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows([["" if row.get(c) is None else row[c] for c in columns] for row in rows])
+    return out.getvalue().encode()

@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .answers import CURSOR_PATTERN
+from .apidocs import add_docs
 from .app import Summarizer
 from .config import Config
 from .errors import DatabaseUnavailable, SchemaError
+from .httpmetrics import instrument
 from .read import (
     BIGINT_MAX,
     CATEGORIES,
@@ -56,6 +58,14 @@ A name column the database does not have is left out; `/api/meta` `notes` says s
 Error, any status: `{"error": {"status", "code", "message", "parameter", "allowed", "detail"}}`.
 400 `bad_parameter` names the parameter and what is allowed; 503 `database_unavailable`,
 `not_initialised`, `never_refreshed` or `stale`.
+
+**Pages.** Data answers hold at most `limit` rows (default 1000, at most `[api] max_limit`), in
+a total order (`order`, then month and id), so pages never overlap or skip. `meta.next` is the next
+page's URL, with an opaque `cursor` that is refused (400) once a refresh has changed the data.
+`group=total` gives one row per brand (or category) and metric over the whole range.
+
+**CSV.** `format=csv` or `Accept: text/csv`: the same rows and columns as CSV, a header line first,
+decimals as the same exact text, null as an empty field; the next page is in the `Link` header.
 
 **Caching.** Answers are cached per endpoint, normalised parameters and data version (the id of
 the newest finished refresh run), so a refresh invalidates them at once. The `X-Cache` header says
@@ -200,36 +210,73 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     """The read API over a Summarizer (or a Config to build one from)."""
     summarizer = target if isinstance(target, Summarizer) else Summarizer(target)
     reader = reader or Reader(summarizer)
-    app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)  # /docs from the package's assets: add_docs
     app.state.reader = reader
     max_limit = summarizer.config.api.max_limit
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
         app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint, max_limit))
     app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH, max_limit))
     mount_pages(app, reader)
+    app.state.metrics = instrument(app, reader)
+    add_docs(app)
     _add_error_handlers(app)
     return app
 
 
 def _route_docs(endpoint: str, max_limit: int) -> dict[str, Any]:
-    errors = {400: {"model": ErrorResponse, "description": "a query parameter cannot be used"},
+    errors: dict[int | str, dict[str, Any]] = {
+              400: {"model": ErrorResponse, "description": "a query parameter cannot be used"},
               503: {"model": ErrorResponse, "description": "database unavailable, not initialised"
                     + (", or summaries never refreshed / stale" if endpoint == HEALTH else "")}}
+    if endpoint not in (META, HEALTH):
+        errors[200] = {"content": {"text/csv": {"schema": {"type": "string"}}},
+                       "description": "the rows; as CSV with format=csv or Accept: text/csv"}
     return {"methods": ["GET"], "summary": SUMMARIES[endpoint], "response_model": RESPONSES[endpoint],
             "responses": errors,
             "openapi_extra": {"parameters": openapi_parameters(endpoint_params(endpoint, max_limit))},
             "name": endpoint}
 
 
-def _send(answer: Answer) -> Response:
+def _send(answer: Answer, endpoint: str) -> Response:
     headers = {"X-Cache": answer.cache, "X-Data-Version": str(answer.version)}
-    return Response(answer.body, media_type="application/json", headers=headers)
+    if endpoint != META:
+        headers["Vary"] = "Accept"
+    if answer.media_type.startswith("text/csv"):
+        headers["Content-Disposition"] = f'attachment; filename="{endpoint}.csv"'
+        if answer.next:
+            headers["Link"] = f'<{answer.next}>; rel="next"'
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
 
 
 def _data_route(reader: Reader, endpoint: str) -> Any:
     def route(request: Request) -> Response:
-        return _send(reader.answer(endpoint, request.query_params.multi_items()))
+        items = request.query_params.multi_items()
+        if endpoint != META and "format" not in request.query_params and wants_csv(request.headers.get("accept")):
+            items.append(("format", "csv"))
+        return _send(reader.answer(endpoint, items), endpoint)
     return route
+
+
+def wants_csv(accept: str | None) -> bool:
+    """True when the Accept header ranks text/csv above application/json (a tie, or neither, is JSON)."""
+    ranks = {"text/csv": 0.0, "application/json": 0.0}
+    for part in (accept or "").split(","):
+        media, *options = (piece.strip() for piece in part.split(";"))
+        if media.lower() in ranks:
+            ranks[media.lower()] = max(ranks[media.lower()], _quality(options))
+    return ranks["text/csv"] > ranks["application/json"]
+
+
+def _quality(options: list[str]) -> float:
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return 0.0
+    return 1.0
 
 
 def _health_route(reader: Reader) -> Any:

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Select, String, Table, case, cast, func, lite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
-from .answers import NO_NAMES, Names, Position, Shape, discover, shaped
+from .answers import CSV_MEDIA_TYPE, NO_NAMES, Names, Position, Shape, csv_body, discover, shaped
 from .cache import Cache, make_cache, namespace
 from .ddl import require_tables
 from .errors import DatabaseUnavailable, UsageError
@@ -94,7 +94,11 @@ LIMIT = Param("limit", "count", f"rows per answer (default {DEFAULT_LIMIT}, or [
 OFFSET = Param("offset", "count", "rows to skip (default 0); or follow meta.next, whose cursor also notices when "
                "a refresh changed the data between pages", minimum=0, maximum=MAX_OFFSET, default="0")
 CURSOR = Param("cursor", "cursor", "opaque: the next page, as given in meta.next; not with offset")
-PAGING = (ORDER, GROUP, LIMIT, OFFSET, CURSOR)
+FORMATS = ("json", "csv")
+FORMAT = Param("format", "choice", "json (the default), or csv: the same rows and columns as CSV with a header "
+               "line (Accept: text/csv does the same); a CSV page links to the next one in its Link header",
+               choices=FORMATS, default="json")
+PAGING = (ORDER, GROUP, LIMIT, OFFSET, CURSOR, FORMAT)
 
 PARAMS: dict[str, tuple[Param, ...]] = {
     DASHBOARD: (FROM, TO, MARKETPLACE, METRIC, BRAND_ID, *PAGING),
@@ -135,6 +139,7 @@ class Query:
     limit: int | None = None
     offset: int = 0
     cursor_version: int | None = None  # the data version a cursor was made at (None: no cursor)
+    format: str | None = None
 
     def months(self) -> list[dt.date]:
         assert self.first is not None and self.last is not None
@@ -144,7 +149,8 @@ class Query:
         values = {"from": self.first and f"{self.first:%Y-%m}", "to": self.last and f"{self.last:%Y-%m}",
                   "marketplace": self.marketplace, "metric": list(self.metrics), "brand_id": list(self.brand_ids),
                   "category_id": list(self.category_ids), "by": self.by, "order": self.order, "group": self.group,
-                  "limit": self.limit, "offset": self.offset or None}
+                  "limit": self.limit, "offset": self.offset or None,
+                  "format": self.format if self.format == "csv" else None}
         return {k: v for k, v in values.items() if v not in (None, [])}
 
     def fingerprint(self) -> str:
@@ -179,6 +185,7 @@ def _paged(query: Query, spec: Mapping[str, Param], values: Mapping[str, list[st
     """``query`` with its order, grouping and page; a cursor must come from the same query."""
     limit, offset = spec["limit"], spec["offset"]
     query = replace(query, order=_choice(spec["order"], values), group=_choice(spec["group"], values),
+                    format=_choice(spec["format"], values),
                     limit=_count(limit, _single(values, "limit") or str(limit.default)),
                     offset=_count(offset, _single(values, "offset") or "0"))
     text = _single(values, "cursor")
@@ -454,6 +461,16 @@ class Answer:
     body: bytes
     cache: str
     version: int
+    media_type: str = "application/json"
+    next: str | None = None  # a CSV answer's next page (a JSON answer has it in meta.next)
+
+    @classmethod
+    def of(cls, entry: bytes, how: str, version: int, query: Query) -> Answer:
+        """From a cache entry: a JSON body, or a CSV one after the line holding its next link."""
+        if query.format != "csv":
+            return cls(entry, how, version)
+        link, _, body = entry.partition(b"\n")
+        return cls(body, how, version, CSV_MEDIA_TYPE, link.decode() or None)
 
 
 @dataclass
@@ -587,7 +604,7 @@ class Reader:
             key = f"{endpoint}?{query.key()}@{version}"
             body, how = self.cache.get(key)
             if body is not None:
-                return Answer(body, how, version)
+                return Answer.of(body, how, version, query)
             self.known(version).check(query, self.all_marketplace)
             self.names(version)
             meta: dict[str, Any] = {"endpoint": endpoint, "params": query.as_json(), "data_version": version}
@@ -596,9 +613,13 @@ class Reader:
             else:
                 data, more = self.page(endpoint, query)
                 meta["next"] = next_link(endpoint, query, version) if more else None
-        body = envelope(data, meta)
+            if query.format == "csv":
+                columns = list(self.statement(endpoint, query).selected_columns.keys())
+                body = (meta["next"] or "").encode() + b"\n" + csv_body(columns, data)
+            else:
+                body = envelope(data, meta)
         self.cache.put(key, body)
-        return Answer(body, how, version)
+        return Answer.of(body, how, version, query)
 
     # --- running statements -------------------------------------------------------------------
     def _rows(self, statement: Select[Any]) -> list[Any]:
