@@ -170,16 +170,17 @@ async function tierChart(spec, s, m, params, top) {
 // --- profitability ---------------------------------------------------------------------------------
 
 const FIELDS = ["revenue", "cost", "profit"];
+const ONE_ANSWER = 5000;
 
 async function profitRows(params) {
   const by = params.by;
   const key = (r) => (by === "brand" ? r.brand_id : r.category_id);
   let data;
-  try {
-    data = (await apiAll("profitability-data", { ...params, group: "total" })).data;
+  try {  // every brand in one answer where [api] max_limit allows, else page by page
+    data = (await apiAll("profitability-data", { ...params, group: "total", limit: ONE_ANSWER })).data;
   } catch (error) {
     if (!unsupported(error)) throw error;
-    data = (await apiAll("profitability-data", params)).data;
+    data = (await apiAll("profitability-data", error.parameter === "limit" ? { ...params, group: "total" } : params)).data;
   }
   const sums = new Map();
   for (const r of data) {  // one row per id with group=total; several (per month) without
