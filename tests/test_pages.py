@@ -63,6 +63,8 @@ class Site:
     driver: Any
     app: Summarizer
     shots: Path
+    url: Any
+    tmp: Path
 
     def api(self, endpoint: str, params: Any) -> Any:
         response = httpx.get(f"{self.base}/api/{endpoint}", params=params)
@@ -137,7 +139,7 @@ def site(server_urls, tmp_path_factory) -> Iterator[Site]:
         try:
             _history(app)
             with _server(url, tmp) as base, _browser() as driver:
-                yield Site(base, driver, app, shots)
+                yield Site(base, driver, app, shots, url, tmp)
         finally:
             app.close()
 
@@ -161,14 +163,14 @@ def _history(app: Summarizer) -> None:
 
 
 class _server:
-    def __init__(self, url: Any, tmp: Path) -> None:
-        self.url, self.tmp = url, tmp
+    def __init__(self, url: Any, tmp: Path, **settings: str) -> None:
+        self.url, self.tmp, self.settings = url, tmp, {**SETTINGS, **settings}
 
     def __enter__(self) -> str:
         port = free_port()
-        self.log = (self.tmp / "serve.log").open("w")
+        self.log = (self.tmp / f"serve-{port}.log").open("w")
         command = [sys.executable, "-m", "summarizer", "serve", "--port", str(port)]
-        self.proc = subprocess.Popen(command, env=env_for(self.url, **SETTINGS), stdout=self.log,
+        self.proc = subprocess.Popen(command, env=env_for(self.url, **self.settings), stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.tmp)
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(base, self.proc)  # type: ignore[arg-type]
@@ -277,8 +279,9 @@ def test_profitability_shows_the_api_totals_and_its_metrics(site: Site):
     for row in site.api("profitability-data", params)["data"]:
         for field in ("revenue", "cost", "profit"):
             sums[field][row["brand_id"]] += Decimal(row[field])
-    top = sorted(sums["revenue"], key=lambda b: (-sums["revenue"][b], b))[:15]
+    top = sorted(sums["profit"], key=lambda b: (-sums["profit"][b], b))[:15]
     assert len(site.texts("table[data-numbers=profit-top] tbody th")) == 15
+    assert len(site.texts("[data-table=profit-totals] tbody tr")) == len(sums["profit"])  # every brand
     for field in ("revenue", "cost", "profit"):
         assert sorted(Decimal(v) for v in shown[field].values()) == sorted(sums[field][b] for b in top), field
 
@@ -301,3 +304,17 @@ def test_operations_shows_the_failed_run_as_failed(site: Site):
     share = site.numbers("unassigned-share")["share"]
     api = {r["tier"]: r["share"] for r in site.api("unassigned", {})["data"]}
     assert share == {tier: f"{100 * s:.3f}" for tier, s in api.items()}
+
+
+def test_pages_page_through_answers_when_the_server_allows_fewer_rows(site: Site):
+    """[api] max_limit below what a page asks for: it pages through meta.next and shows every row."""
+    months = _months(site)
+    fragment = f"profitability?from={months[0]}&to={months[-1]}&marketplace=ALL&by=brand&top=5"
+    site.open(fragment)
+    everything = site.texts("[data-table=profit-totals] tbody tr td:first-child")
+    top = site.numbers("profit-top")
+    with _server(site.url, site.tmp, api_max_limit="7") as capped:
+        site.driver.get(f"{capped}/#/{fragment}")
+        site.wait_ready()
+        assert sorted(site.texts("[data-table=profit-totals] tbody tr td:first-child")) == sorted(everything)
+        assert site.numbers("profit-top") == top and len(everything) > 7

@@ -147,23 +147,3 @@ export function drawn(name) {
   // the benchmark's mark: the page's first chart is on screen
   if (!performance.getEntriesByName(name).length) performance.mark(name);
 }
-
-// Exact sums of the API's decimal strings ("1234.5000"), through BigInt: no float rounding.
-export function addDecimals(a, b) {
-  const scale = Math.max(fraction(a), fraction(b));
-  const sum = scaled(a, scale) + scaled(b, scale);
-  const negative = sum < 0n, digits = (negative ? -sum : sum).toString().padStart(scale + 1, "0");
-  const whole = digits.slice(0, digits.length - scale), part = digits.slice(digits.length - scale);
-  return `${negative ? "-" : ""}${whole}${scale ? "." + part : ""}`;
-}
-
-function fraction(text) {
-  const dot = String(text).indexOf(".");
-  return dot < 0 ? 0 : String(text).length - dot - 1;
-}
-
-function scaled(text, scale) {
-  const [whole, part = ""] = String(text).replace("-", "").split(".");
-  const value = BigInt(whole + part.padEnd(scale, "0"));
-  return String(text).startsWith("-") ? -value : value;
-}

@@ -1,7 +1,7 @@
 // The four pages. Each render(page, state, go) reads its state from the URL (with defaults from /api/meta),
 // draws its controls, asks the read API, and draws charts (each with its numbers as a table).
 import { ApiError, api, apiAll, meta } from "./app.js";
-import { addDecimals, barChart, drawn, el, lineChart } from "./charts.js";
+import { barChart, drawn, el, lineChart } from "./charts.js";
 
 const FIRST_CHART = "first-chart";
 const TOP_CHOICES = ["5", "10", "15", "20"];
@@ -84,9 +84,19 @@ function money(text) {
   return Number.isFinite(n) ? n.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : text;
 }
 
-function unsupported(error) {
-  // an API without the paging/grouping parameters: fall back to summing rows here
-  return error instanceof ApiError && error.status === 400 && ["group", "order", "limit"].includes(error.parameter);
+// A 400 on `limit`: the server's [api] max_limit is lower than the rows asked for.
+function limitTooHigh(error) {
+  return error instanceof ApiError && error.status === 400 && error.parameter === "limit";
+}
+
+// The first `most` rows: `limit` rows per answer, or the server's default where [api] max_limit is lower.
+async function upTo(endpoint, params, limit, most = limit) {
+  try {
+    return (await apiAll(endpoint, { ...params, limit }, most)).data.slice(0, most);
+  } catch (error) {
+    if (!limitTooHigh(error)) throw error;
+    return (await apiAll(endpoint, params, most)).data.slice(0, most);
+  }
 }
 
 // --- brands and categories -------------------------------------------------------------------------
@@ -97,24 +107,11 @@ const TIER_PAGES = {
     markets: false },
 };
 
-// One row per id over the range, largest first: the API's group=total, or the rows summed here.
+// One row per id over the range, largest first.
 async function totals(spec, params) {
   const key = `${spec.kind}_id`;
-  try {
-    const body = await api(spec.endpoint, { ...params, group: "total", order: "value_desc", limit: TOTALS_SHOWN });
-    return body.data.map((r) => ({ id: r[key], name: nameOf(r, spec.kind), value: Number(r.value), text: r.value }));
-  } catch (error) {
-    if (!unsupported(error)) throw error;
-  }
-  const { data } = await apiAll(spec.endpoint, params);
-  const sums = new Map();
-  for (const r of data) {
-    const t = sums.get(r[key]) || { id: r[key], name: nameOf(r, spec.kind), text: "0" };
-    t.text = addDecimals(t.text, r.value);
-    sums.set(r[key], t);
-  }
-  return [...sums.values()].map((t) => ({ ...t, value: Number(t.text) }))
-    .sort((a, b) => b.value - a.value || a.id - b.id).slice(0, TOTALS_SHOWN);
+  const rows = await upTo(spec.endpoint, { ...params, group: "total", order: "value_desc" }, TOTALS_SHOWN);
+  return rows.map((r) => ({ id: r[key], name: nameOf(r, spec.kind), value: Number(r.value), text: r.value }));
 }
 
 function tierState(state, m, spec) {
@@ -170,27 +167,16 @@ async function tierChart(spec, s, m, params, top) {
 // --- profitability ---------------------------------------------------------------------------------
 
 const FIELDS = ["revenue", "cost", "profit"];
-const ONE_ANSWER = 5000;
+const ONE_ANSWER = 10000, ALL_ROWS = 200000;  // [api] max_limit's default; more brands than a shop has
 
-async function profitRows(params) {
-  const by = params.by;
-  const key = (r) => (by === "brand" ? r.brand_id : r.category_id);
-  let data;
-  try {  // every brand in one answer where [api] max_limit allows, else page by page
-    data = (await apiAll("profitability-data", { ...params, group: "total", limit: ONE_ANSWER })).data;
-  } catch (error) {
-    if (!unsupported(error)) throw error;
-    data = (await apiAll("profitability-data", error.parameter === "limit" ? { ...params, group: "total" } : params)).data;
-  }
-  const sums = new Map();
-  for (const r of data) {  // one row per id with group=total; several (per month) without
-    const t = sums.get(key(r)) || { id: key(r), name: nameOf(r, by), texts: { revenue: "0", cost: "0", profit: "0" } };
-    for (const f of FIELDS) t.texts[f] = addDecimals(t.texts[f], r[f]);
-    sums.set(key(r), t);
-  }
-  return [...sums.values()].map((t) => {
-    const [revenue, cost, profit] = FIELDS.map((f) => Number(t.texts[f]));
-    return { ...t, revenue, cost, profit, margin: revenue > 0 ? profit / revenue : null };
+// One row per brand (or category) over the range: the `first` by profit, or every one.
+async function profitRows(params, first = 0) {
+  const grouped = { ...params, group: "total", order: first ? "value_desc" : "month" };
+  const rows = await upTo("profitability-data", grouped, first || ONE_ANSWER, first || ALL_ROWS);
+  return rows.map((r) => {
+    const [revenue, cost, profit] = FIELDS.map((f) => Number(r[f]));
+    return { id: r[`${params.by}_id`], name: nameOf(r, params.by), texts: r, revenue, cost, profit,
+      margin: revenue > 0 ? profit / revenue : null };
   });
 }
 
@@ -206,10 +192,11 @@ async function renderProfitability(page, state, go) {
     el("p", { class: "note", "data-metrics": "revenue" }, `Revenue: ${m.revenue_metrics.join(" + ") || "(none)"}.`),
     el("p", { class: "note", "data-metrics": "cost" }, `Cost: ${m.cost_metrics.join(" + ") || "(none)"}. Profit = revenue − cost.`));
   if (!m.months.length) return page.append(card(el("p", { class: "note" }, "No data yet: run `summarizer refresh`.")));
-  const rows = await profitRows({ from: s.from, to: s.to, marketplace: s.marketplace, by: s.by });
-  const top = [...rows].sort((a, b) => b.revenue - a.revenue || a.id - b.id).slice(0, Number(s.top));
+  const params = { from: s.from, to: s.to, marketplace: s.marketplace, by: s.by };
+  const top = (await profitRows(params, Number(s.top))).sort((a, b) => b.profit - a.profit || a.id - b.id)
+    .slice(0, Number(s.top));
   const fields = [["revenue", "#2456a6"], ["cost", "#d1495b"], ["profit", "#1e7a35"]];
-  const chart = { id: "profit-top", title: `Revenue, cost and profit of the top ${top.length} ${by === "brand" ? "brands" : "categories"} by revenue, ${s.from} to ${s.to}`,
+  const chart = { id: "profit-top", title: `Revenue, cost and profit of the top ${top.length} ${by === "brand" ? "brands" : "categories"} by profit, ${s.from} to ${s.to}`,
     labels: top.map((t) => t.name), labelName: by === "brand" ? "Brand" : "Category", stacked: false,
     series: fields.map(([f, color]) => ({ name: f, key: f, color, values: top.map((t) => t[f]), texts: top.map((t) => t.texts[f]) })) };
   page.append(card(barChart(chart)));
@@ -221,6 +208,7 @@ async function renderProfitability(page, state, go) {
     { key: "margin", label: "Margin", num: true, value: (r) => r.margin ?? -Infinity,
       text: (r) => (r.margin === null ? "–" : `${(100 * r.margin).toFixed(1)} %`) },
   ];
+  const rows = await profitRows(params);
   page.append(card(el("h2", {}, `Every ${by}: ${rows.length}`), sortableTable("profit-totals", columns, rows, s, go)));
 }
 
