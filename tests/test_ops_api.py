@@ -67,7 +67,7 @@ def test_runs_are_the_newest_first_with_their_steps_and_status(ops):
 def test_runs_limit_is_checked(query, parameter):
     items = [tuple(p.split("=", 1)) for p in query.split("&")]
     with pytest.raises(BadParameter) as caught:
-        parse_limit(items)  # type: ignore[arg-type]
+        parse_limit(items)
     assert caught.value.parameter == parameter
 
 

@@ -173,7 +173,7 @@ class _server:
         self.proc = subprocess.Popen(command, env=env_for(self.url, **self.settings), stdout=self.log,
                                      stderr=subprocess.STDOUT, cwd=self.tmp)
         base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, self.proc)  # type: ignore[arg-type]
+        _wait_until_up(base, self.proc)
         return base
 
     def __exit__(self, *exc: object) -> None:

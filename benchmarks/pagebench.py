@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Time each dashboard page to its first chart, in headless Chromium, against `summarizer serve`.
 
 Starts `python -m summarizer serve` on the database given (its summaries already refreshed, or built
@@ -7,11 +6,12 @@ from navigation start to the `first-chart` performance mark the page sets once i
 drawn. The first visit of each page runs on an empty answer cache (cold); the others are warm (the
 cache a dashboard sees after the first user). Needs chromium, chromium-driver and selenium.
 
-    scripts/pagebench --url mysql+pymysql://root@127.0.0.1:3306/pagebench --generate --rows 5000000
-    scripts/pagebench --url ... --repeat 5 --json-out pagebench.json    # reuse the data already there
+    python -m benchmarks.pagebench --url mysql+pymysql://root@127.0.0.1:3306/pagebench --generate --rows 5000000
+    python -m benchmarks.pagebench --url ... --repeat 5 --json-out pagebench.json    # reuse the data there
 
 --generate replaces the source tables (financials, products, brands, categories) with synthetic data
-shaped like the field report's (scripts/bench's `field` shape): point it at a scratch database.
+in the benchmark's `field` shape (20,000 ASINs, 2,000 brands, 200 categories, 40 raw rows per drawn
+key): point it at a scratch database.
 """
 
 from __future__ import annotations
@@ -28,17 +28,13 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from summarizer import Summarizer, load_config  # noqa: E402
-from summarizer.bench import FIELD_SHAPE  # noqa: E402
-from summarizer.synth import Shape, create_source_tables, generate  # noqa: E402
+from summarizer import Summarizer, load_config
+from summarizer.synth import Shape, create_source_tables, generate
 
 PAGES = ("brands", "categories", "profitability", "operations")
 MARK = "first-chart"
@@ -65,7 +61,7 @@ def environment(url: str) -> dict[str, str]:
 def prepare(url: str, rows: int) -> None:
     app = Summarizer(load_config(Path("/nonexistent.ini"), environment(url)))
     try:
-        shape = replace(Shape(rows=rows), **FIELD_SHAPE)
+        shape = Shape(rows=rows, asins=20_000, brands=2_000, categories=200, rows_per_key=40)
         started = time.perf_counter()
         with app.dialect.engine.connect() as conn:
             create_source_tables(conn, drop=True)
