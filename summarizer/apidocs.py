@@ -3,7 +3,7 @@
 FastAPI's own ``/docs`` and ``/redoc`` load their scripts, styles and favicon from public CDNs, so
 they are blank on a network without internet access. These pages use the copies of Swagger UI in
 ``static/swagger-ui/`` (from the npm package ``swagger-ui-dist``; see the README there), served
-under ``/docs/assets/``, and turn off Swagger UI's online spec validator, so ``/docs`` asks no other
+under ``/docs/assets/``, and turn off Swagger UI's online validator, so ``/docs`` asks no other
 host for anything.
 """
 

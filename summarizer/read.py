@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 BIGINT_MAX = 2**63 - 1
 MAX_IDS = 1000
 DEFAULT_LIMIT, DEFAULT_MAX_LIMIT, MAX_OFFSET = 1000, 10_000, 1_000_000_000
+ECHO_MOST = 64  # characters of a client's parameter name or value an error message repeats
 # what the server accepts as a month, and what the OpenAPI document says: years 0001..9999, months 01..12
 MONTH_PATTERN = r"^(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:0[1-9]|1[0-2])$"
 DASHBOARD, CATEGORIES, PROFITABILITY, META, HEALTH = (
@@ -119,6 +121,7 @@ class BadParameter(UsageError):
     """A query parameter that cannot be used; names it and what is allowed (HTTP 400)."""
 
     def __init__(self, parameter: str, message: str, allowed: Sequence[str] | str = "") -> None:
+        parameter = parameter if len(parameter) <= ECHO_MOST else parameter[:ECHO_MOST] + "…"  # a client's name
         super().__init__(f"{parameter}: {message}")
         self.parameter, self.allowed = parameter, allowed
 
@@ -213,13 +216,14 @@ def _choice(param: Param, values: Mapping[str, list[str]]) -> str:
 
 def _count(param: Param, text: str) -> int:
     low, high = param.minimum or 0, param.maximum if param.maximum is not None else BIGINT_MAX
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+    number = whole_number(text, low, high)
+    if number is None:
         raise BadParameter(param.name, f"expected a whole number from {low} to {high}, got {echo(text)}",
                            f"{low}..{high}")
-    return int(text)
+    return number
 
 
-def echo(text: str, most: int = 64) -> str:
+def echo(text: str, most: int = ECHO_MOST) -> str:
     """A client's text quoted in a message, cut to ``most`` characters: a 70 KB name is not sent back."""
     return repr(text) if len(text) <= most else repr(text[:most]) + f"… ({len(text)} characters)"
 
@@ -230,9 +234,9 @@ def _collect(items: Iterable[tuple[str, str]], spec: Mapping[str, Param]) -> dic
         if name not in spec:
             raise BadParameter(name, "unknown parameter", sorted(spec) or "none: this endpoint takes no parameters")
         param = spec[name]
-        if not value.strip():
+        if not value:  # taken as given, not stripped: the OpenAPI document's patterns are the whole check
             raise BadParameter(name, f"empty; expected {param.help}", _allowed(param))
-        values.setdefault(name, []).append(value.strip())
+        values.setdefault(name, []).append(value)
         if len(values[name]) > 1 and not param.repeatable:
             raise BadParameter(name, "given more than once; give it once", _allowed(param))
     return values
@@ -250,11 +254,10 @@ def _single(values: Mapping[str, list[str]], name: str) -> str | None:
 def _month(name: str, text: str | None) -> dt.date | None:
     if text is None:
         return None
-    try:
-        return parse_month(text)
-    except ValueError:  # also year 0000, which the pattern lets through
-        raise BadParameter(name, f"expected a month as YYYY-MM (for example 2024-03), got {text!r}",
-                           "YYYY-MM") from None
+    if not re.match(MONTH_PATTERN, text):
+        raise BadParameter(name, f"expected a month as YYYY-MM (for example 2024-03; years 0001 to 9999), got "
+                           f"{echo(text)}", "YYYY-MM") from None
+    return parse_month(text)
 
 
 def _month_bounds(values: Mapping[str, list[str]], max_months: int) -> tuple[dt.date | None, dt.date | None]:
@@ -272,15 +275,24 @@ def _month_bounds(values: Mapping[str, list[str]], max_months: int) -> tuple[dt.
 
 
 def _ids(param: Param, texts: Sequence[str]) -> tuple[int, ...]:
+    if len(texts) > MAX_IDS:  # counted as given, repeats too: the OpenAPI document's maxItems
+        raise BadParameter(param.name, f"{len(texts)} ids given; at most {MAX_IDS} per request", f"<= {MAX_IDS} ids")
     found = set()
     for text in texts:
-        if not (text.isascii() and text.isdigit()) or int(text) > BIGINT_MAX:
-            raise BadParameter(param.name, f"expected a whole number from 0 to {BIGINT_MAX}, got {text!r}",
+        number = whole_number(text, 0, BIGINT_MAX)
+        if number is None:
+            raise BadParameter(param.name, f"expected a whole number from 0 to {BIGINT_MAX}, got {echo(text)}",
                                f"0..{BIGINT_MAX}")
-        found.add(int(text))
-    if len(found) > MAX_IDS:
-        raise BadParameter(param.name, f"{len(found)} ids given; at most {MAX_IDS} per request", f"<= {MAX_IDS} ids")
+        found.add(number)
     return tuple(sorted(found))
+
+
+def whole_number(text: str, low: int, high: int) -> int | None:
+    """``text`` as a whole number from ``low`` to ``high`` (ASCII digits only), else None."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(high)):
+        return None  # also keeps int() away from texts longer than Python converts
+    number = int(text.lstrip("0") or "0")
+    return number if low <= number <= high else None
 
 
 def _by(endpoint: str, values: Mapping[str, list[str]], ids: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -288,7 +300,7 @@ def _by(endpoint: str, values: Mapping[str, list[str]], ids: Mapping[str, tuple[
         return None
     given = _single(values, "by")
     if given is not None and given not in BY.choices:
-        raise BadParameter("by", f"expected one of {', '.join(BY.choices)}, got {given!r}", list(BY.choices))
+        raise BadParameter("by", f"expected one of {', '.join(BY.choices)}, got {echo(given)}", list(BY.choices))
     only_categories = ids.get("category_id") and not ids.get("brand_id")
     return given or ("category" if only_categories else "brand")
 
@@ -303,10 +315,10 @@ class Known:
     def check(self, query: Query, all_marketplace: str) -> None:
         for metric in query.metrics:
             if metric not in self.metrics:
-                raise BadParameter("metric", f"unknown metric {metric!r}", sorted(self.metrics) or _EMPTY)
+                raise BadParameter("metric", f"unknown metric {echo(metric)}", sorted(self.metrics) or _EMPTY)
         markets = self.marketplaces | {all_marketplace}
         if query.marketplace is not None and query.marketplace not in markets:
-            raise BadParameter("marketplace", f"unknown marketplace {query.marketplace!r}", sorted(markets))
+            raise BadParameter("marketplace", f"unknown marketplace {echo(query.marketplace)}", sorted(markets))
 
 
 _EMPTY = "none yet: the summaries are empty (run `summarizer refresh`)"

@@ -90,7 +90,8 @@ def test_bad_parameters_are_named(endpoint, query_string, parameter):
 def test_parameters_are_normalised():
     query = parse(DASHBOARD, "from=2024-01&to=2024-03&metric=units&metric=revenue&metric=units&brand_id=7&brand_id=03")
     assert query == Query(first=dt.date(2024, 1, 1), last=dt.date(2024, 3, 1), marketplace="ALL",
-                          metrics=("revenue", "units"), brand_ids=(3, 7), order="month", group="month", limit=1000)
+                          metrics=("revenue", "units"), brand_ids=(3, 7), order="month", group="month", limit=1000,
+                          format="json")
     assert query.key() == parse(DASHBOARD, "brand_id=3&metric=revenue&to=2024-03&brand_id=7&from=2024-01&"
                                            "metric=units").key()
     assert parse(PROFITABILITY, "from=2024-01&to=2024-01&category_id=5").by == "category"
