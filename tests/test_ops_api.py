@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert
+from sqlalchemy.engine import make_url
 
 from summarizer.api import create_app
 from summarizer.errors import RefreshFailed
@@ -18,6 +19,7 @@ from summarizer.read import BadParameter
 from summarizer.serve.ops import CHART_STEPS, MAX_RUNS, parse_limit
 
 from .oracle import expected_tiers, load, random_dataset
+from .test_api_contract import raw_get
 from .test_api_http import Http
 
 SETTINGS = {"api_revenue_metrics": "revenue", "api_cost_metrics": "cogs,refunds"}
@@ -63,7 +65,8 @@ def test_runs_are_the_newest_first_with_their_steps_and_status(ops):
 
 @pytest.mark.parametrize(("query", "parameter"), [
     ("limit=0", "limit"), (f"limit={MAX_RUNS + 1}", "limit"), ("limit=abc", "limit"), ("limit=", "limit"),
-    ("limit=-1", "limit"), ("limit=1&limit=2", "limit"), ("offset=3", "offset")])
+    ("limit=-1", "limit"), ("limit=1&limit=2", "limit"), ("offset=3", "offset"),
+    ("limit=1" + "0" * 70_000, "limit")])  # more digits than int() takes: a 400 too, not a 500
 def test_runs_limit_is_checked(query, parameter):
     items = [tuple(p.split("=", 1)) for p in query.split("&")]
     with pytest.raises(BadParameter) as caught:
@@ -111,3 +114,15 @@ def test_unassigned_share_per_tier_equals_the_oracle(ops):
         share = round(Decimal(figures["unassigned_raw_rows"]) / figures["raw_rows"], 6)
         assert Decimal(str(found[tier]["share"])) == share, tier
     assert http.get("/api/unassigned").headers["x-cache"] == "hit"
+
+
+def test_huge_parameters_are_not_echoed_back_and_a_405_says_get(app_factory, tmp_path):
+    app = app_factory(make_url(f"sqlite:///{tmp_path / 'x.db'}"))
+    app.init()
+    api = create_app(app)
+    for target in ["/api/runs?" + "x" * 70_000 + "=1", "/api/runs?limit=1" + "0" * 70_000,
+                   "/api/unassigned?" + "y" * 70_000 + "=1"]:
+        status, body = raw_get(api, target)
+        assert status == 400 and len(body) < 2_000, (target[:30], status, body[:200])
+    response = Http(api).request("POST", "/api/runs")
+    assert response.status_code == 405 and "GET" in response.headers["allow"]

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, Table, case, func, literal_column, select, union_all
 
 from ..model import Tiers
-from ..read import BadParameter, Reader, envelope
+from ..read import BadParameter, Reader, echo, envelope
 from ..runs import Run
 
 RUNS, UNASSIGNED = "runs", "unassigned"
@@ -39,8 +39,9 @@ def parse_limit(items: Iterable[tuple[str, str]]) -> int:
     if not found:
         return DEFAULT_RUNS
     text = found[0]
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RUNS:
-        raise BadParameter("limit", f"expected a whole number from 1 to {MAX_RUNS}, got {text!r}", allowed)
+    # the length first: int() refuses numbers of thousands of digits, and no limit has more than a few
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_RUNS:
+        raise BadParameter("limit", f"expected a whole number from 1 to {MAX_RUNS}, got {echo(text)}", allowed)
     return int(text)
 
 
