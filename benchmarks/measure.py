@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -461,7 +461,7 @@ class Bench:
             self.drop_baseline_indexes()
 
     def _question(self, reader: Reader, question: Question) -> dict[str, Any]:
-        query = reader.query(question.endpoint, question.params)
+        query = replace(reader.query(question.endpoint, question.params), limit=None)  # whole, like the raw tables
         handler = reader.handlers[question.endpoint]
         answer = handler(query)  # and warm
         summary = [timed(lambda: handler(query))[0] for _ in range(self.options.summary_queries)]

@@ -18,10 +18,28 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .answers import CURSOR_PATTERN
+from .apidocs import add_docs
 from .app import Summarizer
 from .config import Config
 from .errors import DatabaseUnavailable, SchemaError
-from .read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY, Answer, BadParameter, Param, Reader
+from .httpmetrics import instrument
+from .read import (
+    BIGINT_MAX,
+    CATEGORIES,
+    DASHBOARD,
+    HEALTH,
+    MAX_IDS,
+    META,
+    MONTH_PATTERN,
+    PROFITABILITY,
+    Answer,
+    BadParameter,
+    Param,
+    Reader,
+    endpoint_params,
+)
+from .serve.pages import mount_pages
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +50,22 @@ DESCRIPTION = """Dashboard data read from summarizer's summary tables only (neve
 (On the SQLite demo engine the summaries hold REAL values and the strings are those floats.)
 `row_count` (raw rows summed) and ids are JSON integers.
 
+**Names.** Every `brand_id` is followed by `brand_name` and every `category_id` by `category_name`,
+from the brands and categories tables; id 0 is `"Unassigned"`, an id without a row there is `null`.
+A name column the database does not have is left out; `/api/meta` `notes` says so.
+
 **Shapes.** Success: `{"data": ..., "meta": {"endpoint", "params", "data_version", "count"}}`.
 Error, any status: `{"error": {"status", "code", "message", "parameter", "allowed", "detail"}}`.
 400 `bad_parameter` names the parameter and what is allowed; 503 `database_unavailable`,
 `not_initialised`, `never_refreshed` or `stale`.
+
+**Pages.** Data answers hold at most `limit` rows (default 1000, at most `[api] max_limit`), in
+a total order (`order`, then month and id), so pages never overlap or skip. `meta.next` is the next
+page's URL, with an opaque `cursor` that is refused (400) once a refresh has changed the data.
+`group=total` gives one row per brand (or category) and metric over the whole range.
+
+**CSV.** `format=csv` or `Accept: text/csv`: the same rows and columns as CSV, a header line first,
+decimals as the same exact text, null as an empty field; the next page is in the `Link` header.
 
 **Caching.** Answers are cached per endpoint, normalised parameters and data version (the id of
 the newest finished refresh run), so a refresh invalidates them at once. The `X-Cache` header says
@@ -63,32 +93,44 @@ class Meta(BaseModel):
     params: dict[str, Any] = Field(description="the parameters as understood: normalised, defaults filled in")
     data_version: int = Field(description="id of the newest finished refresh run the answer reflects")
     count: int | None = None
+    next: str | None = Field(None, description="data endpoints: the next page's URL (path and query, with a "
+                                               "cursor), or null on the last page")
 
 
 Decimal = Field(description="exact decimal, as a string", examples=["1234.5000"])
 
 
+BRAND_NAME = Field(None, description="the brand's name from the brands table; \"Unassigned\" for id 0, null for "
+                                     "an id without a row; absent when the name column is missing (see meta notes)")
+CATEGORY_NAME = Field(None, description="the category's name, as brand_name")
+
+
 class DashboardRow(BaseModel):
-    month: str
+    month: str | None = Field(None, description="absent with group=total")
     brand_id: int
+    brand_name: str | None = BRAND_NAME
     category_id: int
+    category_name: str | None = CATEGORY_NAME
     metric: str
     value: str = Decimal
     row_count: int
 
 
 class CategoryRow(BaseModel):
-    month: str
+    month: str | None = Field(None, description="absent with group=total")
     category_id: int
+    category_name: str | None = CATEGORY_NAME
     metric: str
     value: str = Decimal
     row_count: int
 
 
 class ProfitRow(BaseModel):
-    month: str
+    month: str | None = Field(None, description="absent with group=total")
     brand_id: int | None = Field(None, description="present when grouped by brand")
+    brand_name: str | None = BRAND_NAME
     category_id: int
+    category_name: str | None = CATEGORY_NAME
     revenue: str = Decimal
     cost: str = Decimal
     profit: str = Decimal
@@ -104,6 +146,7 @@ class MetaData(BaseModel):
     cost_metrics: list[str]
     last_run: dict[str, Any] | None
     last_success: dict[str, Any] | None
+    notes: list[str] = Field(description="what the answers leave out and why (e.g. a missing name column)")
 
 
 class HealthData(BaseModel):
@@ -134,14 +177,24 @@ SUMMARIES = {
 }
 
 
+def parameter_schema(param: Param) -> dict[str, Any]:
+    """The JSON schema of one query parameter: exactly what ``read.parse_query`` accepts for it."""
+    kinds: dict[str, dict[str, Any]] = {
+        "month": {"type": "string", "pattern": MONTH_PATTERN},
+        "id": {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX},
+        "count": {"type": "integer", "minimum": param.minimum, "maximum": param.maximum},
+        "choice": {"type": "string", "enum": list(param.choices)},
+        "text": {"type": "string", "minLength": 1},
+        "cursor": {"type": "string", "pattern": CURSOR_PATTERN}}
+    item = kinds[param.kind] | ({"default": int(param.default) if param.kind == "count" else param.default}
+                                if param.default is not None else {})
+    if not param.repeatable:
+        return item
+    return {"type": "array", "items": item, "minItems": 1} | ({"maxItems": MAX_IDS} if param.kind == "id" else {})
+
+
 def openapi_parameters(params: tuple[Param, ...]) -> list[dict[str, Any]]:
-    def schema(param: Param) -> dict[str, Any]:
-        kinds: dict[str, dict[str, Any]] = {"month": {"type": "string", "pattern": r"^\d{4}-\d{2}$"},
-                                            "id": {"type": "integer", "minimum": 0},
-                                            "choice": {"type": "string", "enum": list(param.choices)},
-                                            "text": {"type": "string"}}
-        item = kinds[param.kind]
-        return {"type": "array", "items": item} if param.repeatable else item
+    schema = parameter_schema
     return [{"name": p.name, "in": "query", "required": p.required, "description": p.help, "schema": schema(p),
              **({"style": "form", "explode": True} if p.repeatable else {})} for p in params]
 
@@ -157,33 +210,73 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     """The read API over a Summarizer (or a Config to build one from)."""
     summarizer = target if isinstance(target, Summarizer) else Summarizer(target)
     reader = reader or Reader(summarizer)
-    app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)  # /docs from the package's assets: add_docs
     app.state.reader = reader
+    max_limit = summarizer.config.api.max_limit
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
-        app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint))
-    app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH))
+        app.add_api_route(f"/api/{endpoint}", _data_route(reader, endpoint), **_route_docs(endpoint, max_limit))
+    app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH, max_limit))
+    mount_pages(app, reader)
+    app.state.metrics = instrument(app, reader)
+    add_docs(app)
     _add_error_handlers(app)
     return app
 
 
-def _route_docs(endpoint: str) -> dict[str, Any]:
-    errors = {400: {"model": ErrorResponse, "description": "a query parameter cannot be used"},
+def _route_docs(endpoint: str, max_limit: int) -> dict[str, Any]:
+    errors: dict[int | str, dict[str, Any]] = {
+              400: {"model": ErrorResponse, "description": "a query parameter cannot be used"},
               503: {"model": ErrorResponse, "description": "database unavailable, not initialised"
                     + (", or summaries never refreshed / stale" if endpoint == HEALTH else "")}}
+    if endpoint not in (META, HEALTH):
+        errors[200] = {"content": {"text/csv": {"schema": {"type": "string"}}},
+                       "description": "the rows; as CSV with format=csv or Accept: text/csv"}
     return {"methods": ["GET"], "summary": SUMMARIES[endpoint], "response_model": RESPONSES[endpoint],
-            "responses": errors, "openapi_extra": {"parameters": openapi_parameters(PARAMS[endpoint])},
+            "responses": errors,
+            "openapi_extra": {"parameters": openapi_parameters(endpoint_params(endpoint, max_limit))},
             "name": endpoint}
 
 
-def _send(answer: Answer) -> Response:
+def _send(answer: Answer, endpoint: str) -> Response:
     headers = {"X-Cache": answer.cache, "X-Data-Version": str(answer.version)}
-    return Response(answer.body, media_type="application/json", headers=headers)
+    if endpoint != META:
+        headers["Vary"] = "Accept"
+    if answer.media_type.startswith("text/csv"):
+        headers["Content-Disposition"] = f'attachment; filename="{endpoint}.csv"'
+        if answer.next:
+            headers["Link"] = f'<{answer.next}>; rel="next"'
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
 
 
 def _data_route(reader: Reader, endpoint: str) -> Any:
     def route(request: Request) -> Response:
-        return _send(reader.answer(endpoint, request.query_params.multi_items()))
+        items = request.query_params.multi_items()
+        if endpoint != META and "format" not in request.query_params and wants_csv(request.headers.get("accept")):
+            items.append(("format", "csv"))
+        return _send(reader.answer(endpoint, items), endpoint)
     return route
+
+
+def wants_csv(accept: str | None) -> bool:
+    """True when the Accept header ranks text/csv above application/json (a tie, or neither, is JSON)."""
+    ranks = {"text/csv": 0.0, "application/json": 0.0}
+    for part in (accept or "").split(","):
+        media, *options = (piece.strip() for piece in part.split(";"))
+        if media.lower() in ranks:
+            ranks[media.lower()] = max(ranks[media.lower()], _quality(options))
+    return ranks["text/csv"] > ranks["application/json"]
+
+
+def _quality(options: list[str]) -> float:
+    for option in options:
+        name, _, value = option.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return 0.0
+    return 1.0
 
 
 def _health_route(reader: Reader) -> Any:
@@ -214,7 +307,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        response = error_response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.exception_handler(Exception)
     def internal(_request: Request, exc: Exception) -> JSONResponse:

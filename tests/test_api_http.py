@@ -7,7 +7,9 @@ process on a free port and talks to it over a socket.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
 import logging
 import os
 import socket
@@ -61,11 +63,14 @@ class Http:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def get(self, path: str, params: Any = None) -> httpx.Response:
+    def get(self, path: str, params: Any = None, headers: Any = None) -> httpx.Response:
+        return self.request("GET", path, params, headers)
+
+    def request(self, method: str, path: str, params: Any = None, headers: Any = None) -> httpx.Response:
         async def send() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-                return await client.get(path, params=params)
+                return await client.request(method, path, params=params, headers=headers)
         return asyncio.run(send())
 
     def data(self, endpoint: str, params: Any = None) -> Any:
@@ -76,6 +81,8 @@ class Http:
 
 def check_shape(endpoint: str, response: httpx.Response) -> dict[str, Any]:
     """Every body is the endpoint's success shape or the one error shape, and says what it is."""
+    if response.status_code == 200 and response.headers["content-type"].startswith("text/csv"):
+        return {"csv": csv_rows(response)}
     body = response.json()
     assert response.headers["content-type"] == "application/json"
     if response.status_code == 200:
@@ -128,6 +135,40 @@ def test_bad_input_is_a_400_naming_the_parameter(served):
     assert "revenue" in error["allowed"] and "revnue" in error["message"]
 
 
+def csv_rows(response: httpx.Response) -> list[list[str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+def as_text(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [["" if v is None else str(v) for v in row.values()] for row in rows]
+
+
+def test_csv_equals_json_for_the_same_query(served):
+    http = served().http
+    queries = [(DASHBOARD, {"from": "2024-01", "to": "2024-04", "limit": "40", "order": "value_desc"}),
+               (CATEGORIES, {"from": "2024-02", "to": "2024-03", "group": "total"}),
+               (PROFITABILITY, {"from": "2024-01", "to": "2024-04", "order": "name", "limit": "25"})]
+    for endpoint, params in queries:
+        as_json = http.get(f"/api/{endpoint}", params).json()
+        rows = as_json["data"]
+        as_csv = csv_rows(http.get(f"/api/{endpoint}", {**params, "format": "csv"}))
+        assert as_csv[0] == list(rows[0]) and as_csv[1:] == as_text(rows), endpoint
+        assert any(v == "" for row in as_csv for v in row) == any(None in r.values() for r in rows)
+        by_accept = http.get(f"/api/{endpoint}", params, headers={"Accept": "text/csv, application/json;q=0.5"})
+        assert csv_rows(by_accept) == as_csv and by_accept.headers["vary"] == "Accept"
+        again = http.get(f"/api/{endpoint}", {**params, "format": "csv"})
+        assert again.headers["x-cache"] == "hit" and csv_rows(again) == as_csv
+        if as_json["meta"]["next"]:  # the next page: a Link header, also on a cache hit
+            link = again.headers["link"]
+            assert link.startswith("</api/") and link.endswith('>; rel="next"') and "format=csv" in link
+            second = csv_rows(http.get(link[1:-len('>; rel="next"')]))
+            assert second[1:] == as_text(http.get(as_json["meta"]["next"]).json()["data"])
+    assert http.get(f"/api/{DASHBOARD}", queries[0][1], headers={"Accept": "text/html,*/*;q=0.8"}).json()["data"]
+    assert http.get(f"/api/{DASHBOARD}?from=2024-01&to=2024-02&format=xml").json()["error"]["parameter"] == "format"
+
+
 NAMES = st.sampled_from(sorted({p.name for params in PARAMS.values() for p in params} | {"x", "", "from[]"}))
 VALUES = st.one_of(st.sampled_from(["2024-01", "9999-12", "0001-01", "ALL", "US", "revenue", "0", "-1",
                                     "9223372036854775808", "brand", "1e3", " ", "NaN"]),
@@ -135,7 +176,9 @@ VALUES = st.one_of(st.sampled_from(["2024-01", "9999-12", "0001-01", "ALL", "US"
 GOOD = {"from": ["2024-01", "2024-02", "2023-11"], "to": ["2024-03", "2024-04", "2024-12"],
         "marketplace": ["ALL", "US", "JP"], "metric": ["revenue", "units", "cogs", "refunds"],
         "brand_id": ["0", "1", "5", "999", "9223372036854775807"], "category_id": ["0", "100", "101", "7"],
-        "by": ["brand", "category"]}
+        "by": ["brand", "category"], "order": ["month", "value_desc", "value_asc", "name", "size"],
+        "group": ["month", "total", "year"], "limit": ["1", "5", "1000", "0", "10001"], "offset": ["0", "3", "-1"],
+        "cursor": ["WzEsMSwiYSJd", "abc", "!"], "format": ["json", "csv", "xml"]}
 
 
 def pairs_for(endpoint: str) -> st.SearchStrategy[list[tuple[str, str]]]:
@@ -340,3 +383,76 @@ def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout: float = 
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError(f"summarizer serve did not answer within {timeout}s")
+
+
+# --- /metrics ---------------------------------------------------------------------------------------
+
+def scrape(http: Http) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` parsed by prometheus_client: (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+    response = http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def test_metrics_count_requests_by_route_and_status_and_report_freshness(served):
+    s = served()
+    http = s.http
+    window = {"from": "2024-01", "to": "2024-02"}
+    assert http.get(f"/api/{DASHBOARD}", window).headers["x-cache"] == "miss"
+    assert http.get(f"/api/{DASHBOARD}", window).headers["x-cache"] == "hit"
+    assert http.get(f"/api/{DASHBOARD}", {**window, "limit": "0"}).status_code == 400
+    assert http.get("/api/no-such-thing/7").status_code == 404
+    samples = scrape(http)
+
+    def requests(endpoint: str, status: str) -> float:
+        labels = (("endpoint", endpoint), ("method", "GET"), ("status", status))
+        return samples.get(("summarizer_http_requests_total", labels), 0)
+    assert (requests(f"/api/{DASHBOARD}", "200"), requests(f"/api/{DASHBOARD}", "400")) == (2, 1)
+    assert requests("unmatched", "404") == 1
+    assert not any("no-such-thing" in value for _name, labels in samples for _k, value in labels)  # no raw paths
+    count = ("summarizer_http_request_duration_seconds_count", (("endpoint", f"/api/{DASHBOARD}"),))
+    assert samples[count] == 3
+    assert samples[("summarizer_api_cache_hits_total", (("backend", "memory"),))] == 1
+    assert samples[("summarizer_api_cache_misses_total", (("backend", "memory"),))] >= 1
+    assert samples[("summarizer_api_database_up", ())] == 1
+    assert samples[("summarizer_api_data_version", ())] == http.app.state.reader.version() > 0
+    assert 0 <= samples[("summarizer_api_last_success_age_seconds", ())] < 600
+    finished = s.app.runs.last_success().finished_at.replace(tzinfo=dt.UTC).timestamp()
+    assert abs(samples[("summarizer_api_last_success_timestamp_seconds", ())] - finished) < 5
+    assert scrape(http)[("summarizer_http_requests_total", (("endpoint", "/metrics"), ("method", "GET"),
+                                                            ("status", "200")))] == 1
+
+
+def test_metrics_still_answer_with_the_database_down(app_factory):
+    url = make_url(f"mysql+pymysql://root@127.0.0.1:{free_port()}/nothing")
+    http = Http(create_app(app_factory(url)))
+    assert http.get("/api/meta").status_code == 503
+    samples = scrape(http)
+    assert samples[("summarizer_api_database_up", ())] == 0
+    assert ("summarizer_api_data_version", ()) not in samples
+    labels = (("endpoint", "/api/meta"), ("method", "GET"), ("status", "503"))
+    assert samples[("summarizer_http_requests_total", labels)] == 1
+
+
+# --- /docs ------------------------------------------------------------------------------------------
+
+def test_docs_use_only_assets_served_by_the_app(app_factory, tmp_path):
+    import re
+    http = Http(create_app(app_factory(make_url(f"sqlite:///{tmp_path / 'd.db'}"))))
+    page = http.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url\s*:\s*["']([^"']+)["']""", page.text)  # the OpenAPI document Swagger UI loads
+    assert len(urls) >= 4, urls
+    assert "validatorUrl" in page.text and "null" in page.text.split("validatorUrl", 1)[1][:20]
+    assert not re.search(r"https?://|//[a-z]", page.text.replace("http://www.w3.org", "")), "a URL on another host"
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        response = http.get(url)
+        assert response.status_code == 200 and response.content, url
+    types = {url.rsplit(".", 1)[-1]: http.get(url).headers["content-type"] for url in urls}
+    assert types["js"].startswith(("text/javascript", "application/javascript")) and types["css"].startswith("text/css")
+    assert http.get("/docs/assets/LICENSE").status_code == 200
+    assert http.get("/redoc").status_code == 404  # FastAPI's CDN-based ReDoc page is off

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import pytest
 from sqlalchemy.sql.util import find_tables
 
+from summarizer.answers import Names, name_table
 from summarizer.read import (
     CATEGORIES,
     DASHBOARD,
@@ -89,7 +90,8 @@ def test_bad_parameters_are_named(endpoint, query_string, parameter):
 def test_parameters_are_normalised():
     query = parse(DASHBOARD, "from=2024-01&to=2024-03&metric=units&metric=revenue&metric=units&brand_id=7&brand_id=03")
     assert query == Query(first=dt.date(2024, 1, 1), last=dt.date(2024, 3, 1), marketplace="ALL",
-                          metrics=("revenue", "units"), brand_ids=(3, 7))
+                          metrics=("revenue", "units"), brand_ids=(3, 7), order="month", group="month", limit=1000,
+                          format="json")
     assert query.key() == parse(DASHBOARD, "brand_id=3&metric=revenue&to=2024-03&brand_id=7&from=2024-01&"
                                            "metric=units").key()
     assert parse(PROFITABILITY, "from=2024-01&to=2024-01&category_id=5").by == "category"
@@ -110,15 +112,17 @@ def test_decimal_text_is_exact():
 def test_statements_read_only_the_summary_tables(app_factory, tmp_path):
     from sqlalchemy.engine import make_url
     app = app_factory(make_url(f"sqlite:///{tmp_path / 'x.db'}"))
-    tiers, runs = app.schema.live(), app.schema.runs()
+    tiers, runs, source = app.schema.live(), app.schema.runs(), app.source
     query = parse(PROFITABILITY, "from=2024-01&to=2024-02&brand_id=1&category_id=2")
-    statements = [dashboard_select(tiers.brand, query), categories_select(tiers.category, query),
-                  profitability_select(tiers.brand, query, REVENUE, COSTS), meta_select(tiers),
+    names = Names(name_table(source.brands, source.brand_id, source.brand_name, "b"),
+                  name_table(source.categories, source.category_id, source.category_name, "c"))
+    statements = [dashboard_select(tiers.brand, query, names), categories_select(tiers.category, query, names),
+                  profitability_select(tiers.brand, query, REVENUE, COSTS, names), meta_select(tiers),
                   known_select(tiers), version_select(runs)]
-    allowed = {t.name for t in tiers} | {runs.name}
+    allowed = {t.name for t in tiers} | {runs.name} | {"brands", "categories"}  # the numbers, the names
     for statement in statements:
-        names = {t.name for t in find_tables(statement, include_aliases=True)}
-        assert names and names <= allowed, names
+        found = {t.name for t in find_tables(statement)}
+        assert found and found <= allowed, found
         compiled = statement.compile()
         assert "2024" not in str(compiled)  # values travel as bound parameters
 
@@ -282,3 +286,56 @@ def test_the_data_version_moves_with_every_finished_run(loaded):
     assert first == app.runs.last_success().id
     app.refresh(months=[data.months[1]])
     assert reader.version() == app.runs.last_success().id > first
+
+
+# --- names beside ids ------------------------------------------------------------------------------
+
+def expected_name(data: Any, kind: str, id_: int) -> str | None:
+    """What the oracle's dimension tables call an id: 0 is "Unassigned", an id without a row has no name."""
+    if id_ == 0:
+        return "Unassigned"
+    known = data.brands if kind == "brand" else {100, 101, 102}
+    return f"{kind if kind == 'brand' else 'cat'} {id_}" if id_ in known else None
+
+
+def check_names(rows: list[dict[str, Any]], data: Any, kinds: tuple[str, ...]) -> set[str | None]:
+    """Each id is followed by its name; returns the names seen."""
+    seen: set[str | None] = set()
+    for row in rows:
+        keys = list(row)
+        for kind in kinds:
+            position = keys.index(f"{kind}_id")
+            assert keys[position + 1] == f"{kind}_name", keys
+            assert row[f"{kind}_name"] == expected_name(data, kind, row[f"{kind}_id"]), row
+            seen.add(row[f"{kind}_name"])
+    return seen
+
+
+def test_rows_carry_brand_and_category_names(loaded):
+    app, data = loaded
+    reader = Reader(app)
+
+    def get(endpoint: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return reader.handlers[endpoint](reader.query(endpoint, params))
+    window = {"from": "2024-01", "to": "2024-04"}
+    seen = check_names(get(DASHBOARD, window), data, ("brand", "category"))
+    assert {"Unassigned", None, "brand 1", "cat 100"} <= seen  # 0, a dangling brand id (999), real names
+    assert "Unassigned" in check_names(get(CATEGORIES, window), data, ("category",))
+    assert None in check_names(get(PROFITABILITY, window), data, ("brand", "category"))
+    check_names(get(PROFITABILITY, {**window, "by": "category"}), data, ("category",))
+    assert reader.meta()["notes"] == []
+
+
+def test_a_missing_name_column_is_left_out_with_a_note(db_url, app_factory):
+    app = app_factory(db_url, source_category_name_column="title", **SETTINGS)
+    data = random_dataset(seed=5, rows=200, huge=False)
+    load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    reader = Reader(app)
+    rows = reader.handlers[DASHBOARD](reader.query(DASHBOARD, {"from": "2024-01", "to": "2024-02"}))
+    assert rows and all("category_name" not in r and "brand_name" in r for r in rows)
+    rows = reader.handlers[CATEGORIES](reader.query(CATEGORIES, {"from": "2024-01", "to": "2024-02"}))
+    assert rows and list(rows[0]) == ["month", "category_id", "metric", "value", "row_count"]
+    notes = reader.meta()["notes"]
+    assert len(notes) == 1 and "category_name" in notes[0] and "title" in notes[0] and "categories" in notes[0]
