@@ -99,7 +99,15 @@ def _probe(conn: Connection, table: TableClause, id_column: ColumnClause[Any], n
 
 def shaped(inner: Select[Any], shape: Shape, names: Names, *, order: str = "month",
            limit: int | None = None, offset: int = 0) -> Select[Any]:
-    """The inner rows with names joined, in a total order, one page (``limit + 1`` rows) of them."""
+    """The inner rows with names joined, in a total order, one page (``limit + 1`` rows) of them.
+
+    Unless the order is by name, the page is cut inside the inner select, before the names are joined:
+    the database then sorts the tier's rows alone (a top-N sort) and joins names to one page only,
+    instead of sorting the whole joined result through a temporary table.
+    """
+    early = order != "name"
+    if early:
+        inner = _page(inner.order_by(*order_by(inner.selected_columns, shape, {}, order)), limit, offset)
     rows = inner.subquery("r")
     columns: list[ColumnElement[Any]] = []
     joined: FromClause = rows
@@ -112,25 +120,32 @@ def shaped(inner: Select[Any], shape: Shape, names: Names, *, order: str = "mont
             named[column.name] = case((column == names.unassigned, literal(UNASSIGNED_NAME, String)),
                                       else_=table.c.name)
             columns.append(named[column.name].label(NAMED[column.name]))
-    statement = select(*columns).select_from(joined).order_by(*order_by(rows, shape, named, order))
+    statement = select(*columns).select_from(joined).order_by(*order_by(rows.c, shape, named, order))
+    return statement if early else _page(statement, limit, offset)
+
+
+def _page(statement: Select[Any], limit: int | None, offset: int) -> Select[Any]:
     if limit is not None:
         statement = statement.limit(limit + 1)
     return statement.offset(offset) if offset else statement
 
 
-def order_by(rows: Subquery, shape: Shape, named: dict[str, ColumnElement[Any]],
+def order_by(columns: Any, shape: Shape, named: dict[str, ColumnElement[Any]],
              order: str) -> Sequence[ColumnElement[Any]]:
-    """The requested order, then the month and the key: a total order (ties cannot swap between pages)."""
-    month = [rows.c.month] if "month" in rows.c else []
-    key = [*month, *(rows.c[k] for k in shape.keys)]
+    """The requested order, then the month and the key: a total order (ties cannot swap between pages).
+
+    ``columns`` are the inner select's (to cut the page early) or the wrapping subquery's, by name.
+    """
+    month = [columns["month"]] if "month" in columns else []
+    key = [*month, *(columns[k] for k in shape.keys)]
     if order == "value_desc":
-        return [rows.c[shape.value].desc(), *key]
+        return [columns[shape.value].desc(), *key]
     if order == "value_asc":
-        return [rows.c[shape.value].asc(), *key]
+        return [columns[shape.value].asc(), *key]
     if order == "name":
         name = named.get(shape.name_of)
         nulls_last = [case((name.is_(None), 1), else_=0), name] if name is not None else []
-        return [*nulls_last, rows.c[shape.name_of], *month, *(rows.c[k] for k in shape.keys if k != shape.name_of)]
+        return [*nulls_last, columns[shape.name_of], *month, *(columns[k] for k in shape.keys if k != shape.name_of)]
     return key
 
 

@@ -256,7 +256,7 @@ def _month(name: str, text: str | None) -> dt.date | None:
         return None
     if not re.match(MONTH_PATTERN, text):
         raise BadParameter(name, f"expected a month as YYYY-MM (for example 2024-03; years 0001 to 9999), got "
-                           f"{echo(text)}", "YYYY-MM") from None
+                           f"{echo(text)}", "YYYY-MM")
     return parse_month(text)
 
 

@@ -367,6 +367,11 @@ def test_serve_answers_over_http_as_a_real_process(mysql_url, app_factory, tmp_p
         assert httpx.get(f"{base}/api/{DASHBOARD}", params=params).headers["x-cache"] == "hit"
         assert httpx.get(f"{base}/api/health").status_code == 200
         assert httpx.get(f"{base}/api/{DASHBOARD}?from=x&to=2024-01").json()["error"]["parameter"] == "from"
+        page = httpx.get(f"{base}/api/{DASHBOARD}", params={**params, "limit": "5", "format": "csv"})
+        assert page.headers["content-type"].startswith("text/csv") and len(page.text.splitlines()) == 6
+        assert httpx.get(f"{base}{page.headers['link'][1:].split('>')[0]}").status_code == 200
+        assert httpx.get(f"{base}/docs/assets/swagger-ui-bundle.js").status_code == 200
+        assert "summarizer_http_requests_total" in httpx.get(f"{base}/metrics").text
     finally:
         server.terminate()
         server.wait(timeout=20)
