@@ -6,6 +6,7 @@ independent computation of tests/test_read_api.py (plain Python over the inserte
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -76,7 +77,7 @@ def test_pages_in_every_order_and_grouping_give_exactly_the_unpaged_rows(loaded,
             assert pages == math.ceil(len(rows) / 7)
             assert all(("month" in r) == (group == "month") for r in rows)
             if order != "name":
-                assert rows == sorted(rows, key=lambda r, o=order: sort_key(endpoint, o, r)), (order, group)
+                assert rows == sorted(rows, key=functools.partial(sort_key, endpoint, order)), (order, group)
             else:
                 name = "brand_name" if "brand_id" in KEYS[endpoint] else "category_name"
                 nulls = [r[name] is None for r in rows]
