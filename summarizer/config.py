@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("summary", "category_table", "financials_summary_monthly_category", "identifier",
             "tier 3: one row per category, month, metric"),
     Setting("summary", "runs_table", "summarizer_runs", "identifier", "run history"),
+    Setting("summary", "data_version_table", "summarizer_data_version", "identifier",
+            "data version: one row, changed with every change to the tiers (the read API's cache key)"),
     Setting("summary", "all_marketplace", "ALL", "str", "marketplace value of the all-marketplaces rows"),
     Setting("summary", "unassigned_id", "0", "int", "brand/category id for rows without one"),
     Setting("summary", "value_precision", "38", "int", "DECIMAL precision of summary values"),
