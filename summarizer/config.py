@@ -105,7 +105,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "revenue_metrics", "revenue", "list", "metrics summed as revenue by profitability"),
     Setting("api", "cost_metrics", "cogs,fees,ad_spend,shipping", "list", "metrics subtracted as cost"),
     Setting("api", "redis_url", "", "str", "Redis URL for the response cache; empty: in-process cache"),
-    Setting("api", "cache_size", "1024", "int", "entries of the in-process cache"),
+    Setting("api", "cache_bytes", "67108864", "int",
+            "bytes of response bodies the in-process cache keeps (64 MiB; 0: none); a larger body is not cached"),
     Setting("spark", "master", "local[*]", "str",
             "Spark master for engine = spark: local[*], spark://host:7077, yarn, or a Spark Connect sc://host:15002"),
     Setting("spark", "jars", "/usr/share/java/mariadb-java-client.jar,/usr/share/java/postgresql.jar", "list",
@@ -290,6 +291,7 @@ def _check(config: Config) -> None:
               ("spark", "shuffle_partitions"): (0, 100_000),
               ("refresh", "swap_lock_timeout"): (1, 3600), ("refresh", "swap_attempts"): (1, 1000),
               ("api", "port"): (1, 65535), ("api", "max_months"): (1, 1200),
+              ("api", "cache_bytes"): (0, 2**40),
               ("summary", "asin_length"): (1, 255), ("summary", "marketplace_length"): (1, 255),
               ("summary", "metric_length"): (1, 255)}
     for (section, key), (low, high) in bounds.items():

@@ -375,7 +375,7 @@ class Reader:
     def _default_cache(self) -> Cache:
         url = self.summarizer.config.database_url().render_as_string(hide_password=True)
         prefix = namespace(url, *(t.name for t in self.tiers))
-        return make_cache(self.api.redis_url, self.api.cache_size, prefix, int(self.api.max_age))
+        return make_cache(self.api.redis_url, self.api.cache_bytes, prefix, int(self.api.max_age))
 
     # --- the read functions (one statement each) ----------------------------------------------
     def query(self, endpoint: str, params: Mapping[str, str | Sequence[str]]) -> Query:
