@@ -37,8 +37,9 @@ Error, any status: `{"error": {"status", "code", "message", "parameter", "allowe
 400 `bad_parameter` names the parameter and what is allowed; 503 `database_unavailable`,
 `not_initialised`, `never_refreshed` or `stale`.
 
-**Caching.** Answers are cached per endpoint, normalised parameters and data version (the id of
-the newest finished refresh run), so a refresh invalidates them at once. The `X-Cache` header says
+**Caching.** Answers are cached per endpoint, normalised parameters and data version (a number
+that changes with every change to the summaries: each month a refresh commits, each full refresh's
+swap), so a refresh invalidates them at once, even one killed half way. The `X-Cache` header says
 `hit`, `miss` or `bypass` (cache unavailable); `X-Data-Version` gives the version."""
 
 
@@ -61,7 +62,8 @@ class ErrorResponse(BaseModel):
 class Meta(BaseModel):
     endpoint: str
     params: dict[str, Any] = Field(description="the parameters as understood: normalised, defaults filled in")
-    data_version: int = Field(description="id of the newest finished refresh run the answer reflects")
+    data_version: int = Field(description="the data version the answer reflects: it changes with every change "
+                                          "to the summaries")
     count: int | None = None
 
 
