@@ -20,9 +20,10 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 
 from summarizer.api import create_app
-from summarizer.read import DASHBOARD
+from summarizer.read import DASHBOARD, Reader
 
 from . import procs
+from .oracle import load, random_dataset
 from .test_api_http import Http
 from .test_faults import generation, old_and_new
 
@@ -132,3 +133,19 @@ def test_an_incremental_run_killed_after_its_first_month_on_sqlite(tmp_path, app
         conn.execute(text("DROP TRIGGER busy"))
     assert generation(app, old, new, months[0]) == "new" and generation(app, old, new, months[1]) == "old"
     assert_answer_is_the_tier(http, app, months, cached)
+
+
+def test_a_deleted_version_row_is_written_again_by_the_next_refresh(db_url, app_factory, caplog):
+    app = app_factory(db_url)
+    data = random_dataset(seed=84, rows=100, months=2, huge=app.dialect.EXACT_DECIMAL)
+    load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    reader = Reader(app)
+    first = reader.version()
+    with app.dialect.engine.begin() as conn:
+        conn.execute(text(f"DELETE FROM {app.schema.data_version().name}"))
+    assert reader.version() == 0
+    app.refresh(months=data.months[:1])
+    assert reader.version() > first
+    assert any("data version row" in r.getMessage() and "missing" in r.getMessage() for r in caplog.records)

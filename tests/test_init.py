@@ -8,11 +8,13 @@ import sys
 import pytest
 from sqlalchemy import inspect, text
 
+from summarizer.api import create_app
 from summarizer.errors import SchemaError
 from summarizer.read import Reader
 
 from .conftest import env_for
 from .oracle import load, random_dataset
+from .test_api_http import Http
 
 
 def snapshot(engine):
@@ -92,6 +94,9 @@ def test_init_on_an_earlier_install_adds_the_data_version_once(db_url, app_facto
     with pytest.raises(SchemaError) as caught:
         app.refresh()
     assert "summarizer_data_version" in str(caught.value) and "summarizer init" in str(caught.value)
+    response = Http(create_app(app)).get("/api/dashboard-data", {"from": "2024-01", "to": "2024-02"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_initialised"
+    assert "summarizer_data_version" in response.json()["error"]["message"]
     plan = app.init()
     assert len(plan.statements) == 2 and "summarizer_data_version" in plan.statements[0]
     assert plan.statements[1].startswith("INSERT INTO summarizer_data_version")
