@@ -67,8 +67,9 @@ page's URL, with an opaque `cursor` that is refused (400) once a refresh has cha
 **CSV.** `format=csv` or `Accept: text/csv`: the same rows and columns as CSV, a header line first,
 decimals as the same exact text, null as an empty field; the next page is in the `Link` header.
 
-**Caching.** Answers are cached per endpoint, normalised parameters and data version (the id of
-the newest finished refresh run), so a refresh invalidates them at once. The `X-Cache` header says
+**Caching.** Answers are cached per endpoint, normalised parameters and data version (a number
+that changes with every change to the summaries: each month a refresh commits, each full refresh's
+swap), so a refresh invalidates them at once, even one killed half way. The `X-Cache` header says
 `hit`, `miss` or `bypass` (cache unavailable); `X-Data-Version` gives the version."""
 
 
@@ -91,7 +92,8 @@ class ErrorResponse(BaseModel):
 class Meta(BaseModel):
     endpoint: str
     params: dict[str, Any] = Field(description="the parameters as understood: normalised, defaults filled in")
-    data_version: int = Field(description="id of the newest finished refresh run the answer reflects")
+    data_version: int = Field(description="the data version the answer reflects: it changes with every change "
+                                          "to the summaries")
     count: int | None = None
     next: str | None = Field(None, description="data endpoints: the next page's URL (path and query, with a "
                                                "cursor), or null on the last page")

@@ -1,8 +1,10 @@
 """The read API's response cache: in-process by default, Redis when ``[api] redis_url`` is set.
 
-Keys carry the data version (the id of the newest finished refresh run), so a refresh invalidates
-every entry without any time-to-live guessing; old versions' entries are never asked for again and
-age out (LRU in process; in Redis an expiry of ``[api] max_age`` that only collects garbage).
+Keys carry the data version (``version.py``: it changes with every change to the live tiers), so a
+refresh invalidates every entry without any time-to-live guessing; old versions' entries are never
+asked for again and age out (LRU in process; in Redis an expiry of ``[api] max_age`` that only
+collects garbage). The in-process cache is bounded by the bytes of the bodies it holds
+(``[api] cache_bytes``), not by their number: one full-year answer can weigh as much as a thousand small ones.
 
 A Redis that does not answer never fails a request: the cache steps aside (``get`` misses, ``put``
 does nothing), says so once in the log, and tries Redis again every :data:`RETRY_SECONDS`.
@@ -14,9 +16,10 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from cachetools import LRUCache
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,21 @@ class Cache(Protocol):
 
 
 class MemoryCache:
-    """A thread-safe LRU of ``size`` entries (``size`` 0: no caching)."""
+    """A thread-safe LRU holding at most ``max_bytes`` of bodies (0: no caching); a larger body is not kept."""
 
     backend = "memory"
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self.stats = CacheStats()
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._entries: LRUCache[str, bytes] = LRUCache(maxsize=max(1, max_bytes), getsizeof=len)
         self._lock = threading.Lock()
+
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of the bodies held now (keys and bookkeeping aside)."""
+        with self._lock:
+            return int(self._entries.currsize)
 
     def get(self, key: str) -> tuple[bytes | None, str]:
         with self._lock:
@@ -62,18 +71,14 @@ class MemoryCache:
             if body is None:
                 self.stats.misses += 1
                 return None, MISS
-            self._entries.move_to_end(key)
             self.stats.hits += 1
             return body, HIT
 
     def put(self, key: str, body: bytes) -> None:
-        if self.size <= 0:
+        if not 0 < len(body) <= self.max_bytes:  # an empty body would count nothing against the bound
             return
         with self._lock:
-            self._entries[key] = body
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            self._entries[key] = body  # evicts the least recently used entries until it fits
 
 
 class RedisCache:
@@ -166,8 +171,8 @@ def namespace(*parts: str) -> str:
     return "summarizer:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12] + ":"
 
 
-def make_cache(redis_url: str, cache_size: int, prefix: str, expire_seconds: int) -> Cache:
-    """Redis when ``redis_url`` is set, else the in-process LRU."""
+def make_cache(redis_url: str, cache_bytes: int, prefix: str, expire_seconds: int) -> Cache:
+    """Redis when ``redis_url`` is set, else the in-process LRU of at most ``cache_bytes`` of bodies."""
     if redis_url:
         return RedisCache(redis_url, prefix, expire_seconds)
-    return MemoryCache(cache_size)
+    return MemoryCache(cache_bytes)

@@ -73,6 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("summary", "category_table", "financials_summary_monthly_category", "identifier",
             "tier 3: one row per category, month, metric"),
     Setting("summary", "runs_table", "summarizer_runs", "identifier", "run history"),
+    Setting("summary", "data_version_table", "summarizer_data_version", "identifier",
+            "data version: one row, changed with every change to the tiers (the read API's cache key)"),
     Setting("summary", "all_marketplace", "ALL", "str", "marketplace value of the all-marketplaces rows"),
     Setting("summary", "unassigned_id", "0", "int", "brand/category id for rows without one"),
     Setting("summary", "value_precision", "38", "int", "DECIMAL precision of summary values"),
@@ -110,7 +112,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "max_limit", "10000", "int",
             "most rows one answer may hold: the largest limit a request may give (the default limit is 1000)"),
     Setting("api", "redis_url", "", "str", "Redis URL for the response cache; empty: in-process cache"),
-    Setting("api", "cache_size", "1024", "int", "entries of the in-process cache"),
+    Setting("api", "cache_bytes", "67108864", "int",
+            "bytes of response bodies the in-process cache keeps (64 MiB; 0: none); a larger body is not cached"),
     Setting("spark", "master", "local[*]", "str",
             "Spark master for engine = spark: local[*], spark://host:7077, yarn, or a Spark Connect sc://host:15002"),
     Setting("spark", "jars", "/usr/share/java/mariadb-java-client.jar,/usr/share/java/postgresql.jar", "list",
@@ -297,6 +300,7 @@ def _check(config: Config) -> None:
               ("refresh", "retry_budget_seconds"): (0, 86400),
               ("api", "port"): (1, 65535), ("api", "max_months"): (1, 1200),
               ("api", "max_limit"): (1, 1_000_000),
+              ("api", "cache_bytes"): (0, 2**40),
               ("summary", "asin_length"): (1, 255), ("summary", "marketplace_length"): (1, 255),
               ("summary", "metric_length"): (1, 255)}
     for (section, key), (low, high) in bounds.items():

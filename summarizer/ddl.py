@@ -18,6 +18,7 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from . import version
 from .dialects import Dialect
 from .errors import SchemaError, SourceError
 from .model import (
@@ -76,7 +77,7 @@ def plan_init(dialect: Dialect, schema: Schema, source: Source, *, source_indexe
     sa_dialect = dialect.engine.dialect
     plan = InitPlan()
     existing = set(inspector.get_table_names())
-    for table in [*schema.live(), schema.runs()]:
+    for table in [*schema.live(), *schema.bookkeeping()]:
         if table.name in existing:
             differences = shape_differences(table, inspector.get_columns(table.name),
                                             inspector.get_pk_constraint(table.name)["constrained_columns"],
@@ -92,9 +93,19 @@ def plan_init(dialect: Dialect, schema: Schema, source: Source, *, source_indexe
         else:
             plan.statements.append(ddl(CreateTable(table), sa_dialect))
             plan.statements += [ddl(CreateIndex(i), sa_dialect) for i in sorted_indexes(table)]
+    plan.statements += version_row_statements(dialect, schema.data_version(), schema.data_version().name in existing)
     if source_indexes:
         plan.online = source_index_statements(dialect, source, inspector)
     return plan
+
+
+def version_row_statements(dialect: Dialect, table: Table, exists: bool) -> list[str]:
+    """The data version's row, where the table is new or has lost it."""
+    if exists:
+        with dialect.engine.connect() as conn:
+            if conn.execute(version.current(table)).first() is not None:
+                return []
+    return [dialect.render(version.seed(table))]
 
 
 def source_index_statements(dialect: Dialect, source: Source, inspector: Any) -> list[tuple[str, bool]]:
@@ -136,7 +147,7 @@ def require_tables(dialect: Dialect, schema: Schema) -> None:
     """
     missing = []
     with dialect.engine.connect() as conn:
-        for table in [*schema.live(), schema.runs()]:
+        for table in [*schema.live(), *schema.bookkeeping()]:
             try:
                 conn.execute(select(literal(1)).select_from(table).where(false()))
             except DBAPIError:
@@ -168,6 +179,6 @@ def apply(dialect: Dialect, plan: InitPlan) -> None:
 
 def render_all(dialect: SADialect, schema: Schema) -> Iterable[str]:
     """Every CREATE statement of the model, for the ``sql/`` files."""
-    for table in [*schema.live(), schema.runs()]:
+    for table in [*schema.live(), *schema.bookkeeping()]:
         yield ddl(CreateTable(table, if_not_exists=True), dialect)
         yield from (ddl(CreateIndex(i), dialect) for i in sorted_indexes(table))

@@ -149,6 +149,14 @@ class Schema:
     def runs(self) -> Table:
         return runs_table(MetaData(), self.config.summary.runs_table)
 
+    def data_version(self, suffix: str = "") -> Table:
+        """The data version table; ``suffix`` names the copy a full refresh swaps in with its shadow tiers."""
+        return data_version_table(MetaData(), self.config.summary.data_version_table + suffix)
+
+    def bookkeeping(self) -> list[Table]:
+        """The tables summarizer keeps besides the tiers: the run history and the data version."""
+        return [self.runs(), self.data_version()]
+
     def _key(self, name: str) -> Column[str]:
         length = self.config.get("summary", f"{name}_length")
         return Column(name, String(length), nullable=False)
@@ -214,6 +222,16 @@ def runs_table(metadata: MetaData, name: str) -> Table:
         Column("pid", Integer, nullable=False),
         Column("version", String(32), nullable=False),
         Index(f"ix_{name}_status", "status", "started_at"),
+    )
+
+
+def data_version_table(metadata: MetaData, name: str) -> Table:
+    """One row (``id`` 1): a number that changes in the same transaction as every change to the live tiers."""
+    return Table(
+        name, metadata,
+        Column("id", Integer, nullable=False, autoincrement=False),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"pk_{name}"),
     )
 
 

@@ -7,9 +7,10 @@ PostgreSQL, so nothing is lost on the way to a finance user; on SQLite the tiers
 strings are the shortest form of those floats.
 
 Answers are cached (``cache.py``) under a key made of the endpoint, the normalised parameters and
-the *data version*: the id of the newest finished refresh run. Any run that ends changes it, so a
-refresh of any mode invalidates the cache. Finished, not only successful: an incremental run that
-failed may already have replaced some of its months, each in its own transaction.
+the *data version* (``version.py``): a number that changes in the same transaction as every change to
+the live tiers (each month an incremental refresh commits, each swap of a full refresh), so no answer
+outlives the numbers it was computed from, even when a refresh is killed half way. The version is read
+before the answer's statement, so an answer cached under a version never predates it.
 
 Parsing and checking are pure (:func:`parse_query`); :class:`Reader` runs the statements. Module
 layout: parameters, the query, statement builders, the reader.
@@ -33,6 +34,7 @@ from sqlalchemy import Connection, Select, String, Table, case, cast, func, lite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
+from . import version
 from .answers import CSV_MEDIA_TYPE, NO_NAMES, Names, Position, Shape, csv_body, discover, shaped
 from .cache import Cache, make_cache, namespace
 from .ddl import require_tables
@@ -432,7 +434,12 @@ def meta_select(tiers: Tiers) -> Select[Any]:
                      *_known_parts(tiers), *counts)
 
 
-def version_select(runs: Table) -> Select[Any]:
+def version_select(data_version: Table) -> Select[Any]:
+    """The data version (``version.py``): one row read through its primary key."""
+    return version.current(data_version)
+
+
+def finished_select(runs: Table) -> Select[Any]:
     """The id of the newest finished run: walks the primary key backwards past running ones."""
     return select(runs.c.id).where(runs.c.status != RUNNING).order_by(runs.c.id.desc()).limit(1)
 
@@ -502,6 +509,7 @@ class Reader:
         self.all_marketplace: str = summarizer.schema.all_marketplace
         self.tiers = summarizer.schema.live()
         self.runs = summarizer.schema.runs()
+        self.data_version = summarizer.schema.data_version()
         self.cache = cache if cache is not None else self._default_cache()
         self._known: tuple[int, Known] | None = None
         self._names_at: tuple[int, Names] | None = None
@@ -513,7 +521,7 @@ class Reader:
     def _default_cache(self) -> Cache:
         url = self.summarizer.config.database_url().render_as_string(hide_password=True)
         prefix = namespace(url, *(t.name for t in self.tiers))
-        return make_cache(self.api.redis_url, self.api.cache_size, prefix, int(self.api.max_age))
+        return make_cache(self.api.redis_url, self.api.cache_bytes, prefix, int(self.api.max_age))
 
     # --- the read functions (one statement each) ----------------------------------------------
     def query(self, endpoint: str, params: Mapping[str, str | Sequence[str]]) -> Query:
@@ -554,14 +562,14 @@ class Reader:
         found: dict[str, list[str]] = {}
         for kind, value in self._rows(meta_select(self.tiers)):
             found.setdefault(kind, []).append(value)
-        version = self.version()
+        finished = self._scalar(finished_select(self.runs))
         return {"months": sorted(month_text(m) for m in found.get("month", [])),
                 "metrics": sorted(found.get("metric", [])), "marketplaces": sorted(found.get("marketplace", [])),
                 "all_marketplace": self.all_marketplace,
                 "rows": {tier: int(found.get(f"rows_{tier}", ["0"])[0]) for tier in self.tiers.by_name()},
                 "revenue_metrics": list(self.api.revenue_metrics), "cost_metrics": list(self.api.cost_metrics),
-                "last_run": _run_json(self._run(version)), "last_success": _run_json(self._last_success()),
-                "notes": list(self.names(version).notes)}
+                "last_run": _run_json(self._run(finished)), "last_success": _run_json(self._last_success()),
+                "notes": list(self.names(self.version()).notes)}
 
     def health(self) -> Health:
         """Fresh when the last successful refresh finished at most ``[api] max_age`` ago."""
@@ -577,8 +585,8 @@ class Reader:
         return Health(True, "ok", f"the last successful refresh (run {last.id}) finished {age:.0f}s ago", data)
 
     def version(self) -> int:
-        """The data version: the id of the newest finished run (0 before any)."""
-        return int(self._scalar(version_select(self.runs)) or 0)
+        """The data version (``version.py``; 0 if its row is missing)."""
+        return int(self._scalar(version_select(self.data_version)) or 0)
 
     def known(self, version: int) -> Known:
         """Metrics and marketplaces at ``version``, read once per version."""
@@ -646,7 +654,9 @@ class Reader:
         with self._connection() as conn:
             return conn.execute(statement).scalar()
 
-    def _run(self, run_id: int) -> Run | None:
+    def _run(self, run_id: int | None) -> Run | None:
+        if run_id is None:
+            return None
         with self._connection() as conn:
             row = conn.execute(run_select(self.runs, run_id)).first()
         return Run.from_row(row) if row else None

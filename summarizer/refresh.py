@@ -40,7 +40,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TableClause
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
-from . import spark_engine
+from . import spark_engine, version
 from .config import Config
 from .ddl import check_source, ddl, require_tables, sorted_indexes
 from .dialects import Dialect
@@ -159,6 +159,7 @@ class Refresher:
         return holder.describe() if holder else "a run that has not recorded itself in the run history"
 
     def _run_locked(self, request: Request, lock: RunLock) -> Run:
+        self._retry("data version", self._ensure_version_row)
         data_as_of = self._read("database clock", self._database_now)
         months = self._months_for(request)
         label = ",".join(f"{m:%Y-%m}" for m in months) if request.mode != FULL else None
@@ -198,6 +199,14 @@ class Refresher:
 
     def _record_budget(self) -> float:
         return max(float(self.config.refresh.retry_budget_seconds), RECORD_BUDGET_SECONDS)
+
+    def _ensure_version_row(self) -> None:
+        """The data version's row, written again if it was deleted: without it no change would move the version."""
+        table = self.schema.data_version()
+        with self.engine.begin() as conn:
+            if conn.execute(version.current(table)).first() is None:
+                log.warning("the data version row in %s was missing; written again", table.name)
+                conn.execute(version.seed(table))
 
     def _record(self, run: Run, status: str, message: str) -> None:
         try:
@@ -338,10 +347,12 @@ class Refresher:
         return self._retry(what, once)
 
     def replace_month(self, month: dt.date, statements: Sequence[Delete | Insert]) -> Counter[str]:
-        """One month of the live tiers in one transaction (``statements``); the rows each table gained or lost."""
-        counts = self.execute(f"month {month:%Y-%m}", statements, {"month": month})
+        """One month of the live tiers in one transaction (``statements``, and the data version's bump with
+        them); the rows each table gained or lost."""
+        counts = self.execute(f"month {month:%Y-%m}", [*statements, version.bump(self.schema.data_version())],
+                              {"month": month})
         change: Counter[str] = Counter()
-        for statement, count in zip(statements, counts, strict=True):
+        for statement, count in zip(statements, counts[:len(statements)], strict=True):
             table = statement.table
             assert isinstance(table, TableClause)
             change[table.name] += -count if isinstance(statement, Delete) else count
@@ -387,16 +398,19 @@ class Refresher:
                 self.execute("statistics", statistics)
         run.rows = self._count(shadow)
         check()
-        with self.timed("swap"):
-            self._swap(list(zip(live, shadow, strict=True)))
+        with self.timed("swap"):  # the data version's shadow row goes in with the tiers (version.py)
+            self._swap([*zip(live, shadow, strict=True),
+                        (self.schema.data_version(), self.schema.data_version(SHADOW_SUFFIX))])
         log.info("swapped in: %s", ", ".join(f"{t} {n} rows" for t, n in run.rows.items()))
 
     def _create_shadows(self, live: Tiers, shadow: Tiers) -> None:
         # The probes come first: they wait for a dead run's rename that is still queued (module docstring).
         probes = [self.rollup.probe(t) for t in live]
-        leftovers = [t.name + suffix for t in live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
-        creates = [ddl(CreateTable(t), self.engine.dialect) for t in shadow]  # secondary indexes come after the load
-        self.execute("prepare", [*probes, *(self.dialect.drop_table_if_exists(name) for name in leftovers), *creates])
+        versions = self.schema.data_version(), self.schema.data_version(SHADOW_SUFFIX)
+        leftovers = [t.name + suffix for t in [*live, versions[0]] for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
+        creates = [ddl(CreateTable(t), self.engine.dialect) for t in [*shadow, versions[1]]]  # indexes after the load
+        self.execute("prepare", [*probes, *(self.dialect.drop_table_if_exists(name) for name in leftovers), *creates,
+                                 version.successor(versions[1], versions[0])])
 
     def _full_months(self, shadow: Tiers, plan: Plan, stamp: dt.datetime) -> list[dt.date]:
         if not plan.chunked:

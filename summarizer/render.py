@@ -19,6 +19,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import ColumnElement
 
+from . import version
 from .config import Config, example_ini, load_config
 from .ddl import ddl, render_all, sorted_indexes
 from .dialects import DIALECTS, Dialect
@@ -43,24 +44,30 @@ def _sql(dialect: Dialect, statement: ClauseElement | str) -> str:
 
 def schema_file(dialect: Dialect, schema: Schema) -> str:
     body = "\n\n".join(f"{s};" for s in render_all(dialect.engine.dialect, schema))
-    return f"{HEADER}-- The summary tiers and the run history (what `summarizer init` creates).\n\n{body}\n"
+    seed = _sql(dialect, version.seed(schema.data_version(), 1))
+    return (f"{HEADER}-- The summary tiers, the run history and the data version (what `summarizer init` creates).\n\n"
+            f"{body}\n\n-- the data version's one row, written once (init starts it at the time in milliseconds)\n"
+            f"{seed}\n")
 
 
 def full_refresh_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
     live, shadow = schema.live(), schema.tiers(SHADOW_SUFFIX)
+    versions = schema.data_version(), schema.data_version(SHADOW_SUFFIX)
     stamp: ColumnElement[Any] = literal_column(dialect.UTC_NOW)
     t1, t2, t3 = shadow
     sa = dialect.engine.dialect
     statements: list[ClauseElement | str] = [
-        *(dialect.drop_table_if_exists(t.name + suffix) for t in live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)),
-        *(ddl(CreateTable(t), sa) for t in shadow),
+        *(dialect.drop_table_if_exists(t.name + suffix) for t in [*live, versions[0]]
+          for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)),
+        *(ddl(CreateTable(t), sa) for t in [*shadow, versions[1]]),
+        version.successor(versions[1], versions[0]),
         rollup.tier1_insert(t1, stamp, by_month=False),
         *rollup.tier2_inserts(t2, t1, stamp, by_month=False),
         rollup.tier3_insert(t3, t2, stamp, by_month=False),
         *(ddl(CreateIndex(i), sa) for t in shadow for i in sorted_indexes(t)),
         *dialect.statistics_statements(shadow.read_by_dashboards()),
     ]
-    phases = dialect.swap_phases(list(zip(live, shadow, strict=True)), 3)
+    phases = dialect.swap_phases([*zip(live, shadow, strict=True), versions], 3)
     swap = [("BEGIN;\n" if dialect.TRANSACTIONAL_DDL else "") + "\n".join(_sql(dialect, s) for s in phase)
             + ("\nCOMMIT;" if dialect.TRANSACTIONAL_DDL else "") for phase in phases]
     return (f"{HEADER}-- A full refresh by hand: build the tiers beside the live ones, then swap them in at once.\n"
@@ -70,9 +77,11 @@ def full_refresh_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
 
 
 def month_refresh_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
-    statements = rollup.month_statements(list(schema.live()), literal_column(dialect.UTC_NOW))
+    statements = [*rollup.month_statements(list(schema.live()), literal_column(dialect.UTC_NOW)),
+                  version.bump(schema.data_version())]
     body = "\n\n".join(_sql(dialect, s) for s in statements)
-    return (f"{HEADER}-- Refresh one month in every tier, in one transaction (delete + insert).\n\n"
+    return (f"{HEADER}-- Refresh one month in every tier, in one transaction (delete + insert, and the data version\n"
+            "-- moved on with them, so the read API's cache lets go of the month's old numbers).\n\n"
             f"{dialect.SCRIPT_PREAMBLE}\n\nBEGIN;\n\n{body}\n\nCOMMIT;\n")
 
 

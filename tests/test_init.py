@@ -8,10 +8,13 @@ import sys
 import pytest
 from sqlalchemy import inspect, text
 
+from summarizer.api import create_app
 from summarizer.errors import SchemaError
+from summarizer.read import Reader
 
 from .conftest import env_for
 from .oracle import load, random_dataset
+from .test_api_http import Http
 
 
 def snapshot(engine):
@@ -65,12 +68,54 @@ def test_a_table_of_the_wrong_shape_is_an_error_and_nothing_is_created(db_url, a
     assert snapshot(app.dialect.engine) == before
 
 
+def test_a_data_version_table_of_the_wrong_shape_is_an_error(db_url, app_factory):
+    app = app_factory(db_url)
+    with app.dialect.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE summarizer_data_version (id INTEGER NOT NULL PRIMARY KEY, "
+                          "version VARCHAR(20))"))
+    before = snapshot(app.dialect.engine)
+    with pytest.raises(SchemaError) as caught:
+        app.init()
+    assert "summarizer_data_version" in str(caught.value) and "column version is VARCHAR(20)" in str(caught.value)
+    assert snapshot(app.dialect.engine) == before
+
+
+def test_init_on_an_earlier_install_adds_the_data_version_once(db_url, app_factory):
+    """An install made before the data version existed: refresh asks for init, which adds the table and its
+    row and nothing else; from then on refreshes move the version."""
+    app = app_factory(db_url)
+    data = random_dataset(rows=50)
+    load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    with app.dialect.engine.begin() as conn:
+        conn.execute(text("DROP TABLE summarizer_data_version"))
+    before = snapshot(app.dialect.engine)
+    with pytest.raises(SchemaError) as caught:
+        app.refresh()
+    assert "summarizer_data_version" in str(caught.value) and "summarizer init" in str(caught.value)
+    response = Http(create_app(app)).get("/api/dashboard-data", {"from": "2024-01", "to": "2024-02"})
+    assert response.status_code == 503 and response.json()["error"]["code"] == "not_initialised"
+    assert "summarizer_data_version" in response.json()["error"]["message"]
+    plan = app.init()
+    assert len(plan.statements) == 2 and "summarizer_data_version" in plan.statements[0]
+    assert plan.statements[1].startswith("INSERT INTO summarizer_data_version")
+    after = snapshot(app.dialect.engine)
+    assert {name: after[name] for name in before} == before and set(after) - set(before) == {"summarizer_data_version"}
+    assert app.init().statements == []
+    reader = Reader(app)
+    first = reader.version()
+    app.refresh(months=data.months[:1])
+    assert reader.version() == first + 1 > 1
+
+
 def test_print_sql_prints_and_creates_nothing(db_url):
     env = env_for(db_url)
     result = subprocess.run([sys.executable, "-m", "summarizer", "init", "--print-sql"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("CREATE TABLE") == 4
+    assert result.stdout.count("CREATE TABLE") == 5  # three tiers, the run history, the data version
+    assert "INSERT INTO summarizer_data_version" in result.stdout
     from sqlalchemy import create_engine
     engine = create_engine(db_url)
     try:

@@ -29,6 +29,7 @@ from summarizer.read import (
     categories_select,
     dashboard_select,
     decimal_text,
+    finished_select,
     known_select,
     meta_select,
     parse_query,
@@ -113,13 +114,14 @@ def test_statements_read_only_the_summary_tables(app_factory, tmp_path):
     from sqlalchemy.engine import make_url
     app = app_factory(make_url(f"sqlite:///{tmp_path / 'x.db'}"))
     tiers, runs, source = app.schema.live(), app.schema.runs(), app.source
+    data_version = app.schema.data_version()
     query = parse(PROFITABILITY, "from=2024-01&to=2024-02&brand_id=1&category_id=2")
     names = Names(name_table(source.brands, source.brand_id, source.brand_name, "b"),
                   name_table(source.categories, source.category_id, source.category_name, "c"))
     statements = [dashboard_select(tiers.brand, query, names), categories_select(tiers.category, query, names),
                   profitability_select(tiers.brand, query, REVENUE, COSTS, names), meta_select(tiers),
-                  known_select(tiers), version_select(runs)]
-    allowed = {t.name for t in tiers} | {runs.name} | {"brands", "categories"}  # the numbers, the names
+                  known_select(tiers), finished_select(runs), version_select(data_version)]
+    allowed = {t.name for t in tiers} | {runs.name, data_version.name} | {"brands", "categories"}  # numbers, names
     for statement in statements:
         found = {t.name for t in find_tables(statement)}
         assert found and found <= allowed, found
@@ -279,13 +281,18 @@ def test_metrics_and_marketplaces_are_checked_against_the_summaries(loaded):
     assert caught.value.parameter == "marketplace" and "US" in caught.value.allowed
 
 
-def test_the_data_version_moves_with_every_finished_run(loaded):
+def test_the_data_version_moves_with_every_change_to_the_tiers(loaded):
+    """Each month an incremental refresh commits moves it, and so does each swap; reading does not."""
     app, data = loaded
     reader = Reader(app)
     first = reader.version()
-    assert first == app.runs.last_success().id
-    app.refresh(months=[data.months[1]])
-    assert reader.version() == app.runs.last_success().id > first
+    assert first > 0
+    app.refresh(months=data.months[1:3])
+    assert reader.version() == first + 2
+    app.refresh()
+    assert reader.version() == first + 3
+    assert app.verify().ok and reader.meta()["last_run"]["id"] == app.runs.last_success().id
+    assert reader.version() == first + 3
 
 
 # --- names beside ids ------------------------------------------------------------------------------

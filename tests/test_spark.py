@@ -23,6 +23,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from summarizer import ConfigError, RefreshFailed, UsageError, load_config
+from summarizer.read import Reader
 from summarizer.spark_engine import STAGE_SUFFIX, jdbc_for
 
 from .conftest import env_for
@@ -83,8 +84,11 @@ def test_full_and_incremental_equal_the_database_engine_and_the_oracle(mysql_url
 
     database.refresh()
     by_database = tiers(database)
+    version = Reader(engine).version
+    before = version()
     run = engine.refresh()
     assert run.status == "succeeded" and run.plan.startswith(f"spark ({MASTER})") and "spark asin" in run.steps
+    assert version() == before + 1  # the data version's shadow row went in with the swap
     assert tiers(engine) == by_database
     assert_tiers_equal(expected_tiers(data), tiers(engine), exact=True)
     assert {s for months in stamps(engine).values() for m in months.values() for s in m} == {run.stamp}
@@ -95,6 +99,7 @@ def test_full_and_incremental_equal_the_database_engine_and_the_oracle(mysql_url
     reload_rows(database.dialect.engine, tables, data)
     run = engine.refresh(months=changed)
     assert run.status == "succeeded" and run.months == ",".join(f"{m:%Y-%m}" for m in changed)
+    assert version() == before + 1 + len(changed)  # one step in each month's transaction
     assert_tiers_equal(expected_tiers(data), tiers(engine), exact=True)
     for months in stamps(engine).values():  # only the asked months were replaced
         assert {m for m, s in months.items() if s == {run.stamp}} == set(changed)

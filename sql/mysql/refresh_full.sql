@@ -16,6 +16,10 @@ DROP TABLE IF EXISTS financials_summary_monthly_category__new;
 
 DROP TABLE IF EXISTS financials_summary_monthly_category__old;
 
+DROP TABLE IF EXISTS summarizer_data_version__new;
+
+DROP TABLE IF EXISTS summarizer_data_version__old;
+
 CREATE TABLE financials_summary_monthly_asin_marketplace__new (
 	month DATE NOT NULL, 
 	asin VARCHAR(64) NOT NULL, 
@@ -51,6 +55,15 @@ CREATE TABLE financials_summary_monthly_category__new (
 	CONSTRAINT pk_financials_summary_monthly_category__new PRIMARY KEY (month, category_id, metric)
 );
 
+CREATE TABLE summarizer_data_version__new (
+	id INTEGER NOT NULL, 
+	version BIGINT NOT NULL, 
+	CONSTRAINT pk_summarizer_data_version__new PRIMARY KEY (id)
+);
+
+INSERT INTO summarizer_data_version__new (id, version) SELECT summarizer_data_version.id, summarizer_data_version.version + 1 AS anon_1 
+FROM summarizer_data_version;
+
 INSERT INTO financials_summary_monthly_asin_marketplace__new (month, asin, marketplace, metric, brand_id, category_id, value, row_count, refreshed_at) SELECT g.month, g.asin, g.marketplace, g.metric, coalesce(p.brand_id, 0) AS brand_id, CASE WHEN (coalesce(p.brand_id, 0) = 0) THEN 0 ELSE coalesce(b.category_id, 0) END AS category_id, g.value, g.row_count, UTC_TIMESTAMP() AS refreshed_at 
 FROM (SELECT f.month AS month, f.asin AS asin, f.marketplace AS marketplace, f.metric AS metric, sum(f.value) AS value, count(*) AS row_count 
 FROM financials AS f GROUP BY f.month, f.asin, f.marketplace, f.metric) AS g LEFT OUTER JOIN products AS p ON p.asin = g.asin LEFT OUTER JOIN brands AS b ON b.brand_id = p.brand_id;
@@ -76,6 +89,6 @@ CREATE INDEX ix_financials_summary_monthly_category__new_category ON financials_
 
 -- the swap
 SET SESSION lock_wait_timeout = 3;
-RENAME TABLE financials_summary_monthly_asin_marketplace TO financials_summary_monthly_asin_marketplace__old, financials_summary_monthly_asin_marketplace__new TO financials_summary_monthly_asin_marketplace, financials_summary_monthly_brand TO financials_summary_monthly_brand__old, financials_summary_monthly_brand__new TO financials_summary_monthly_brand, financials_summary_monthly_category TO financials_summary_monthly_category__old, financials_summary_monthly_category__new TO financials_summary_monthly_category;
+RENAME TABLE financials_summary_monthly_asin_marketplace TO financials_summary_monthly_asin_marketplace__old, financials_summary_monthly_asin_marketplace__new TO financials_summary_monthly_asin_marketplace, financials_summary_monthly_brand TO financials_summary_monthly_brand__old, financials_summary_monthly_brand__new TO financials_summary_monthly_brand, financials_summary_monthly_category TO financials_summary_monthly_category__old, financials_summary_monthly_category__new TO financials_summary_monthly_category, summarizer_data_version TO summarizer_data_version__old, summarizer_data_version__new TO summarizer_data_version;
 
-DROP TABLE IF EXISTS financials_summary_monthly_asin_marketplace__old, financials_summary_monthly_brand__old, financials_summary_monthly_category__old;
+DROP TABLE IF EXISTS financials_summary_monthly_asin_marketplace__old, financials_summary_monthly_brand__old, financials_summary_monthly_category__old, summarizer_data_version__old;

@@ -1,6 +1,7 @@
 -- Rendered by summarizer from its code with the default configuration; do not edit.
 -- Regenerate with: python -m summarizer.render sql
--- Refresh one month in every tier, in one transaction (delete + insert).
+-- Refresh one month in every tier, in one transaction (delete + insert, and the data version
+-- moved on with them, so the read API's cache lets go of the month's old numbers).
 
 SET @month = '2024-01-01';  -- the month to refresh: its first day
 
@@ -28,5 +29,7 @@ DELETE FROM financials_summary_monthly_category WHERE financials_summary_monthly
 INSERT INTO financials_summary_monthly_category (month, category_id, metric, value, row_count, refreshed_at) SELECT t2.month, t2.category_id, t2.metric, sum(t2.value) AS value, sum(t2.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
 FROM financials_summary_monthly_brand AS t2 
 WHERE t2.marketplace = 'ALL' AND t2.month = @month GROUP BY t2.month, t2.category_id, t2.metric;
+
+UPDATE summarizer_data_version SET version=(summarizer_data_version.version + 1) WHERE summarizer_data_version.id = 1;
 
 COMMIT;

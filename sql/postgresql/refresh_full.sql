@@ -16,6 +16,10 @@ DROP TABLE IF EXISTS financials_summary_monthly_category__new;
 
 DROP TABLE IF EXISTS financials_summary_monthly_category__old;
 
+DROP TABLE IF EXISTS summarizer_data_version__new;
+
+DROP TABLE IF EXISTS summarizer_data_version__old;
+
 CREATE TABLE financials_summary_monthly_asin_marketplace__new (
 	month DATE NOT NULL, 
 	asin VARCHAR(64) NOT NULL, 
@@ -50,6 +54,15 @@ CREATE TABLE financials_summary_monthly_category__new (
 	refreshed_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
 	CONSTRAINT pk_financials_summary_monthly_category__new PRIMARY KEY (month, category_id, metric)
 );
+
+CREATE TABLE summarizer_data_version__new (
+	id INTEGER NOT NULL, 
+	version BIGINT NOT NULL, 
+	CONSTRAINT pk_summarizer_data_version__new PRIMARY KEY (id)
+);
+
+INSERT INTO summarizer_data_version__new (id, version) SELECT summarizer_data_version.id, summarizer_data_version.version + 1 AS anon_1 
+FROM summarizer_data_version;
 
 INSERT INTO financials_summary_monthly_asin_marketplace__new (month, asin, marketplace, metric, brand_id, category_id, value, row_count, refreshed_at) SELECT g.month, g.asin, g.marketplace, g.metric, coalesce(p.brand_id, 0) AS brand_id, CASE WHEN (coalesce(p.brand_id, 0) = 0) THEN 0 ELSE coalesce(b.category_id, 0) END AS category_id, g.value, g.row_count, (now() AT TIME ZONE 'UTC') AS refreshed_at 
 FROM (SELECT f.month AS month, f.asin AS asin, f.marketplace AS marketplace, f.metric AS metric, sum(f.value) AS value, count(*) AS row_count 
@@ -95,4 +108,8 @@ ALTER TABLE financials_summary_monthly_category__new RENAME TO financials_summar
 DROP TABLE financials_summary_monthly_category__old;
 ALTER INDEX pk_financials_summary_monthly_category__new RENAME TO pk_financials_summary_monthly_category;
 ALTER INDEX ix_financials_summary_monthly_category__new_category RENAME TO ix_financials_summary_monthly_category_category;
+ALTER TABLE summarizer_data_version RENAME TO summarizer_data_version__old;
+ALTER TABLE summarizer_data_version__new RENAME TO summarizer_data_version;
+DROP TABLE summarizer_data_version__old;
+ALTER INDEX pk_summarizer_data_version__new RENAME TO pk_summarizer_data_version;
 COMMIT;

@@ -1,6 +1,6 @@
 -- Rendered by summarizer from its code with the default configuration; do not edit.
 -- Regenerate with: python -m summarizer.render sql
--- The summary tiers and the run history (what `summarizer init` creates).
+-- The summary tiers, the run history and the data version (what `summarizer init` creates).
 
 CREATE TABLE IF NOT EXISTS financials_summary_monthly_asin_marketplace (
 	month DATE NOT NULL, 
@@ -66,3 +66,12 @@ CREATE TABLE IF NOT EXISTS summarizer_runs (
 );
 
 CREATE INDEX ix_summarizer_runs_status ON summarizer_runs (status, started_at);
+
+CREATE TABLE IF NOT EXISTS summarizer_data_version (
+	id INTEGER NOT NULL, 
+	version BIGINT NOT NULL, 
+	CONSTRAINT pk_summarizer_data_version PRIMARY KEY (id)
+);
+
+-- the data version's one row, written once (init starts it at the time in milliseconds)
+INSERT INTO summarizer_data_version (id, version) VALUES (1, 1);
