@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import Any
 
+from .secrets import redact
+
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 # the attributes every LogRecord has; anything else on a record came in through ``extra=``
@@ -34,13 +36,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with passwords and tokens masked (message, traceback and extra fields alike)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+def redact_last_resort() -> None:
+    """Mask secrets also in the lines logged before (or without) :func:`setup_logging`."""
+    if logging.lastResort is not None:
+        logging.lastResort.setFormatter(RedactingFormatter(logging.Formatter()))
+
+
 def setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:
     """Log to stderr at WARNING (``quiet``), DEBUG (``verbose``) or INFO, as text or JSON lines."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # APScheduler narrates every job at INFO; summarizer's own lines say what happened
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, Table, insert, select, update
 
 from . import __version__
+from .secrets import redact
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
 
@@ -87,8 +88,8 @@ class RunLog:
         return Run(id=int(run_id), **values)  # type: ignore[arg-type]
 
     def finish(self, run: Run, status: str, error: str | None = None) -> None:
-        run.status, run.error, run.finished_at = status, error, utcnow()
-        values = {"status": status, "finished_at": run.finished_at, "error": error, "plan": run.plan,
+        run.status, run.error, run.finished_at = status, redact(error) if error else error, utcnow()
+        values = {"status": status, "finished_at": run.finished_at, "error": run.error, "plan": run.plan,
                   "steps": json.dumps({k: round(v, 3) for k, v in run.steps.items()})}
         values.update({f"rows_{tier}": count for tier, count in run.rows.items()})
         with self.engine.begin() as conn:
