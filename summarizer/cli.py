@@ -16,7 +16,7 @@ from . import __version__
 from .app import Summarizer
 from .config import load_config, parse_duration
 from .errors import EXIT_FAILURE, SummarizerError, UsageError
-from .logs import FORMATS, redact_last_resort, setup_logging
+from .logs import FORMATS, protect_stderr, setup_logging
 from .metrics import observed
 from .metrics import target as metrics_target
 from .months import parse_months, parse_timestamp
@@ -73,7 +73,7 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_format: str) -> None:
     """Keep pre-aggregated summary tables fresh inside the database."""
-    redact_last_resort()
+    protect_stderr()
     ctx.obj = Context(config_path)
     ctx.meta["verbose"] = verbose
     ctx.meta["log_format"] = log_format

@@ -10,6 +10,7 @@ The environment overrides the file: ``SUMMARIZER_<SECTION>_<KEY>`` (for example
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
-from .secrets import redact_url, remember, remember_password
+from .secrets import redact_url, remember, remember_connection, remember_password
 
 ENV_PREFIX = "SUMMARIZER_"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -309,7 +310,13 @@ def load_config(path: str | os.PathLike[str] | None = None,
             raise ConfigError(str(exc), source=origin, section=setting.section, key=setting.key) from None
     config = Config(values, str(file))
     _check(config)
+    _remember_connection(config)
     return config
+
+
+def _remember_connection(config: Config) -> None:
+    with contextlib.suppress(ConfigError):  # no database configured: the command says so when it needs one
+        remember_connection(config.database_url())
 
 
 def _remember_secrets(setting: Setting, text: str) -> None:

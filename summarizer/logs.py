@@ -12,6 +12,8 @@ import datetime as dt
 import json
 import logging
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 from .secrets import redact
@@ -47,10 +49,15 @@ class RedactingFormatter(logging.Formatter):
         return redact(self.inner.format(record))
 
 
-def redact_last_resort() -> None:
-    """Mask secrets also in the lines logged before (or without) :func:`setup_logging`."""
+def protect_stderr() -> None:
+    """Mask secrets also in lines logged without :func:`setup_logging` and in unexpected tracebacks."""
     if logging.lastResort is not None:
         logging.lastResort.setFormatter(RedactingFormatter(logging.Formatter()))
+    sys.excepthook = _redacted_traceback
+
+
+def _redacted_traceback(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
 
 
 def setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:

@@ -50,8 +50,8 @@ class Run:
         return cls(id=m["id"], mode=m["mode"], months=m["months"], status=m["status"],
                    started_at=m["started_at"], finished_at=m["finished_at"], data_as_of=m["data_as_of"],
                    rows={tier: m[f"rows_{tier}"] for tier in ("asin", "brand", "category")},
-                   plan=m["plan"], steps=json.loads(m["steps"] or "{}"), error=m["error"],
-                   host=m["host"], pid=m["pid"], version=m["version"])
+                   plan=m["plan"], steps=json.loads(m["steps"] or "{}"), host=m["host"], pid=m["pid"],
+                   version=m["version"], error=redact(m["error"]) if m["error"] else None)
 
     @property
     def stamp(self) -> dt.datetime:

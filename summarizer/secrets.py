@@ -10,6 +10,9 @@ elsewhere passes through :func:`redact` on its way out:
   replaced wherever it appears, also percent-encoded, so a password that the patterns above miss
   (one with spaces, or echoed back by a driver) is masked all the same. Secrets shorter than
   :data:`MIN_REMEMBERED` characters are left to the patterns: masking them everywhere would mangle text.
+
+What HTTP clients see goes through :func:`public` as well, which also hides the database's host,
+port, user and name (a recorded run error may quote them); the server's own log keeps them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ KEY_VALUE = re.compile(rf"(?P<key>(?:{SECRET_KEYS}))(?P<sep>\s*=\s*[\"']?|%3D|[\
                        rf"(?P<value>[^\s&;,'\"}})%]+)", re.IGNORECASE)
 
 _remembered: set[str] = set()
+_connection: dict[str, str] = {}  # placeholder -> the database's host, port, user, name (see :func:`public`)
 _lock = threading.Lock()
 
 
@@ -53,6 +57,23 @@ def redact_url(url: URL | str) -> str:
     else:
         parsed = url
     return redact(parsed.render_as_string(hide_password=True))
+
+
+def public(text: str) -> str:
+    """``text`` as HTTP clients may see it: redacted, and the database's host, port, user and name hidden."""
+    text = redact(text)
+    with _lock:
+        details = sorted(_connection.items(), key=lambda item: len(item[1]), reverse=True)
+    for placeholder, value in details:
+        text = re.sub(rf"(?<![\w.-]){re.escape(value)}(?![\w-])", placeholder, text)
+    return text
+
+
+def remember_connection(url: URL) -> None:
+    """The database's connection details, which :func:`public` keeps from HTTP clients."""
+    details = {"<host>": url.host, "<port>": str(url.port or ""), "<user>": url.username, "<database>": url.database}
+    with _lock:
+        _connection.update({k: str(v) for k, v in details.items() if v and len(str(v)) >= 2})
 
 
 def remember(*values: str) -> None:

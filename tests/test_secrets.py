@@ -24,10 +24,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from summarizer.api import create_app
 from summarizer.read import DASHBOARD, HEALTH, META
 from summarizer.secrets import redact, redact_url
 
 from .oracle import load, random_dataset
+from .test_api_http import Http
 
 PASSWORD = "S3cretPw0rd"
 FRAGMENT = "Pw0rd"  # in every password below
@@ -229,3 +231,21 @@ def test_the_503_body_names_no_connection_detail(tmp_path):
             assert detail not in body, (detail, body)
     assert f"{USER}:***@127.0.0.1:{port}/{DATABASE}" in served[0]  # the operator learns which database
     assert_no_secret(*served)
+
+
+def test_api_run_records_show_no_connection_detail(mysql_url, app_factory):
+    app = app_factory(mysql_url)
+    load(app.dialect.engine, random_dataset(seed=14, rows=50))
+    app.init()
+    run = app.runs.start("full", None, None)
+    host, port, user, database = mysql_url.host, mysql_url.port or 3306, mysql_url.username, mysql_url.database
+    leaked = (f"refresh failed: cannot connect to mysql+pymysql://{user}:{PASSWORD}@{host}:{port}/{database}: "
+              f"(2003, \"Can't connect to MySQL server on '{host}' ([Errno 111] Connection refused)\")")
+    app.runs.finish(run, "failed", leaked)  # as a run recorded by an older version might hold it
+    with app.dialect.engine.begin() as conn:  # and as written before the error was masked
+        conn.execute(text("UPDATE summarizer_runs SET error = :error WHERE id = :id"), {"error": leaked, "id": run.id})
+    body = Http(create_app(app)).get(f"/api/{META}").text
+    assert "Can't connect to MySQL server on '<host>'" in body, body
+    for detail in (f"'{host}'", f":{port}/", f"/{database}", f"{user}:", FRAGMENT):
+        assert detail not in body, (detail, body)
+    assert FRAGMENT not in (app.status().runs[0].error or "")  # status masks the password too
