@@ -185,8 +185,8 @@ def url_problem(text: str) -> str | None:
     if "://" not in text:
         return (f"expected a SQLAlchemy URL like mysql+pymysql://user@host/db: '{scheme}' must be followed "
                 "by '://'" if ":" in text else "expected a SQLAlchemy URL like mysql+pymysql://user@host/db")
-    if any(c.isspace() for c in text):
-        return "a URL cannot hold spaces: write a space in the password as %20"
+    if any(c.isspace() for c in text.split("://", 1)[1].split("/", 1)[0]):  # user, password, host, port
+        return "a URL cannot hold spaces before its database name: write a space in the password as %20"
     try:
         url = make_url(text)
     except ArgumentError:
@@ -200,9 +200,9 @@ def _parsed_url_problem(url: URL) -> str | None:
     if url.get_backend_name() not in BACKENDS:
         return (f"unsupported database '{url.get_backend_name()}': write mysql+pymysql://, mariadb+pymysql://, "
                 "postgresql+psycopg:// or sqlite:///")
-    if url.host and any(c in url.host for c in "@:/?#"):
-        return ("the host holds '@', ':' or '/': a password holding @ : / ? or # must be percent-encoded "
-                "(@ as %40, : as %3A, / as %2F, ? as %3F, # as %23)")
+    if url.host and any(c in url.host for c in "@/?#"):
+        return ("the host holds '@': a password holding @ / ? or # must be percent-encoded "
+                "(@ as %40, / as %2F, ? as %3F, # as %23)")
     return None
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from summarizer.api import create_app
+from summarizer.config import url_problem
 from summarizer.read import DASHBOARD, HEALTH, META
 from summarizer.secrets import redact, redact_url
 
@@ -103,6 +104,12 @@ def test_a_spark_connect_token_is_masked(mysql_url, tmp_path):
     line = assert_one_error_line(result, 2)
     assert "token=***" in line and "not a Spark master URL" in line
     assert_no_secret(result.stdout, result.stderr)
+
+
+@pytest.mark.parametrize("url", ["sqlite:////tmp/My Data/x.db", "postgresql+psycopg://u@[::1]:5432/db",
+                                 "mysql+pymysql://u:p%40ss%20word@h:3306/db?charset=utf8mb4", "mysql://u@h/db"])
+def test_urls_that_work_are_not_refused(url):
+    assert url_problem(url) is None
 
 
 def test_redact_masks_what_it_cannot_parse_and_keeps_the_rest():
