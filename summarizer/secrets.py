@@ -17,6 +17,7 @@ port, user and name (a recorded run error may quote them); the server's own log 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from urllib.parse import quote, unquote
@@ -83,14 +84,19 @@ def remember(*values: str) -> None:
         found |= _secrets_in(value)
     found = {s for s in found if len(s) >= MIN_REMEMBERED and s != MASK}
     with _lock:
-        _remembered.update(found | {quote(s, safe="") for s in found})
+        _remembered.update(*(_spellings(s) for s in found))
 
 
 def remember_password(password: str) -> None:
     """A value that is a password as a whole (``[database] password``)."""
     if password and len(password) >= MIN_REMEMBERED:
         with _lock:
-            _remembered.update({password, quote(password, safe="")})
+            _remembered.update(_spellings(password))
+
+
+def _spellings(secret: str) -> set[str]:
+    """The secret as text, percent-encoded (in URLs) and JSON-escaped (in JSON log lines)."""
+    return {secret, quote(secret, safe=""), json.dumps(secret)[1:-1]}
 
 
 def _secrets_in(text: str) -> set[str]:

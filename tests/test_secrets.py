@@ -9,6 +9,7 @@ password here contains ``Pw0rd``, so a partly echoed one (``tPw0rd@host``) is ca
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -25,7 +26,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from summarizer.api import create_app
-from summarizer.config import url_problem
+from summarizer.config import load_config, url_problem
+from summarizer.logs import setup_logging
 from summarizer.read import DASHBOARD, HEALTH, META
 from summarizer.secrets import redact, redact_url
 
@@ -256,3 +258,19 @@ def test_api_run_records_show_no_connection_detail(mysql_url, app_factory):
     for detail in (f"'{host}'", f":{port}/", f"/{database}", f"{user}:", FRAGMENT):
         assert detail not in body, (detail, body)
     assert FRAGMENT not in (app.status().runs[0].error or "")  # status masks the password too
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_mask_the_configured_password_in_either_format(tmp_path, capsys, fmt):
+    password = 'Qu"ote\\Pw0rd'  # JSON escapes it: the escaped spelling is masked too
+    load_config(tmp_path / "absent.ini", {"SUMMARIZER_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+                                          "SUMMARIZER_DATABASE_PASSWORD": password})
+    setup_logging(quiet=False, verbose=False, fmt=fmt)
+    try:
+        logging.getLogger("summarizer.test").warning("connecting with %s", password, extra={"detail": password})
+        logging.getLogger("summarizer.test").error("failed", exc_info=RuntimeError(f"driver said {password}"))
+    finally:
+        setup_logging(quiet=True, verbose=False)
+    err = capsys.readouterr().err
+    assert "connecting with ***" in err and "driver said ***" in err
+    assert_no_secret(err)
