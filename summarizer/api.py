@@ -73,6 +73,9 @@ swap), so a refresh invalidates them at once, even one killed half way. The `X-C
 `hit`, `miss` or `bypass` (cache unavailable); `X-Data-Version` gives the version."""
 
 
+UNAVAILABLE = "cannot connect to the database, or it is not answering; try again later (the server log says why)"
+
+
 # --- shapes, for the OpenAPI document -------------------------------------------------------------
 
 class ErrorBody(BaseModel):
@@ -300,7 +303,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseUnavailable)
     def unavailable(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:
-        return error_response(503, "database_unavailable", str(exc))
+        log.error("answering 503: %s", exc)  # which host and why, for the operator; the client learns neither
+        return error_response(503, "database_unavailable", UNAVAILABLE)
 
     @app.exception_handler(SchemaError)
     def not_initialised(_request: Request, exc: SchemaError) -> JSONResponse:

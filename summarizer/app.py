@@ -17,17 +17,20 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
 
 from .config import Config
 from .ddl import InitPlan, apply, plan_init, require_tables
 from .dialects import Dialect, connect
-from .errors import DatabaseUnavailable
+from .errors import ConfigError, DatabaseUnavailable
 from .model import Schema, source_from_config
 from .plan import choose_plan
+from .privileges import named_privileges
 from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
 from .rollup import Rollup
 from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
+from .secrets import redact_url
 from .verify import VerifyReport, verify
 
 
@@ -61,6 +64,10 @@ class Status:
                 "unassigned": self.unassigned, "runs": [r.as_json() for r in self.runs]}
 
 
+# what drivers raise for an option of the URL they cannot use (?charset=nonesuch, ?connect_timeout=abc)
+REFUSED_OPTIONS = (ValueError, TypeError, AttributeError, LookupError)
+
+
 class Summarizer:
     """Everything summarizer does, for one configuration."""
 
@@ -77,16 +84,37 @@ class Summarizer:
         options: dict[str, Any] = {}
         if url.get_backend_name() != "sqlite":
             options = {"pool_size": self._pool_size, "max_overflow": 64}  # --jobs up to 64
-        dialect = connect(url, **options)
+        dialect = self._connect(url, options)
         try:
             with dialect.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+        except (ProgrammingError, *REFUSED_OPTIONS) as exc:
+            dialect.engine.dispose()
+            raise self._refused(url, exc) from None
         except DBAPIError as exc:
             dialect.engine.dispose()
             raise DatabaseUnavailable(
-                f"cannot connect to {url.render_as_string(hide_password=True)}: {_first_line(exc)}. "
+                f"cannot connect to {redact_url(url)}: {_first_line(exc)}. "
                 "Check [database] in the config or SUMMARIZER_DATABASE_URL") from None
         return dialect
+
+    def _connect(self, url: URL, options: dict[str, Any]) -> Dialect:
+        """The engine (not connected yet); ConfigError for a driver that is missing or refuses the URL."""
+        try:
+            return connect(url, **options)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise self._url_error(f"the driver {url.drivername} is not installed ({_first_line(exc)}); write "
+                                  "mysql+pymysql://, postgresql+psycopg:// or sqlite:/// (the drivers summarizer "
+                                  "installs)") from None
+        except REFUSED_OPTIONS as exc:
+            raise self._refused(url, exc) from None
+
+    def _refused(self, url: URL, exc: Exception) -> ConfigError:
+        return self._url_error(f"the driver refused the URL {redact_url(url)} (check the options after '?'): "
+                               f"{_first_line(exc)}")
+
+    def _url_error(self, message: str) -> ConfigError:
+        return ConfigError(message, section="database", key="url")
 
     @cached_property
     def runs(self) -> RunLog:
@@ -99,9 +127,10 @@ class Summarizer:
     # --- commands -------------------------------------------------------------------------------
     def init(self, *, source_indexes: bool = False, dry_run: bool = False) -> InitPlan:
         """Create what is missing; with ``dry_run`` only return the statements."""
-        plan = plan_init(self.dialect, self.schema, self.source, source_indexes=source_indexes)
-        if not dry_run:
-            apply(self.dialect, plan)
+        with named_privileges(self.dialect, "init"):
+            plan = plan_init(self.dialect, self.schema, self.source, source_indexes=source_indexes)
+            if not dry_run:
+                apply(self.dialect, plan)
         return plan
 
     def refresh(self, *, months: Sequence[dt.date] = (), since: dt.datetime | None = None,
@@ -112,7 +141,8 @@ class Summarizer:
         request = Request(mode=mode, months=tuple(sorted(set(months))), since=since,
                           jobs=jobs or self.config.refresh.jobs, wait=wait)
         refresher = Refresher(self.dialect, self.config, self.schema, self.source, self.runs, progress)
-        return refresher.run(request)
+        with named_privileges(self.dialect, "refresh"):
+            return refresher.run(request)
 
     def verify(self, months: Sequence[dt.date] | None = None) -> VerifyReport:
         self._require_tables()

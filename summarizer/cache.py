@@ -21,6 +21,9 @@ from typing import Any, Protocol
 
 from cachetools import LRUCache
 
+from .errors import ConfigError
+from .secrets import redact, redact_url
+
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
@@ -134,31 +137,32 @@ class RedisCache:
             self._down, self._down_until = True, time.monotonic() + RETRY_SECONDS
         if first:
             log.warning("Redis cache at %s is not answering (%s); the API answers uncached and tries Redis "
-                        "again every %.0fs", _safe(self._url), _one_line(exc), RETRY_SECONDS)
+                        "again every %.0fs", redact_url(self._url), _one_line(exc), RETRY_SECONDS)
 
     def _recovered(self) -> None:
         if self._down:
             with self._lock:
                 was_down, self._down = self._down, False
             if was_down:
-                log.warning("Redis cache at %s answers again; caching resumed", _safe(self._url))
+                log.warning("Redis cache at %s answers again; caching resumed", redact_url(self._url))
 
 
 def _redis_client(url: str) -> Any:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    # no retries inside redis-py: one failure makes the cache step aside (see RedisCache)
-    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
-                                retry=Retry(NoBackoff(), 0))
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for the log."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
+    """A client for ``url`` (it connects on first use); ConfigError when the URL cannot be used."""
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
+        raise ConfigError("a Redis cache needs the redis package: pip install 'summarizer[redis]'",
+                          section="api", key="redis_url") from None
+    try:  # no retries inside redis-py: one failure makes the cache step aside (see RedisCache)
+        return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
+                                    retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise ConfigError(f"not a usable Redis URL ({redact(str(exc))}): expected redis://[:password@]host[:port]"
+                          f"[/db], rediss://... or unix:///path; got {redact_url(url)}",
+                          section="api", key="redis_url") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -16,11 +16,12 @@ from . import __version__
 from .app import Summarizer
 from .config import load_config, parse_duration
 from .errors import EXIT_FAILURE, SummarizerError, UsageError
-from .logs import FORMATS, setup_logging
+from .logs import FORMATS, protect_stderr, setup_logging
 from .metrics import observed
 from .metrics import target as metrics_target
 from .months import parse_months, parse_timestamp
 from .output import BarProgress, run_summary, status_text, verify_text
+from .secrets import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("summarizer")
@@ -34,7 +35,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SummarizerError as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
+            click.secho(f"Error: {redact(str(exc))}", fg="red", err=True)
             sys.exit(exc.exit_code)
     return wrapper  # type: ignore[return-value]
 
@@ -72,6 +73,7 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_format: str) -> None:
     """Keep pre-aggregated summary tables fresh inside the database."""
+    protect_stderr()
     ctx.obj = Context(config_path)
     ctx.meta["verbose"] = verbose
     ctx.meta["log_format"] = log_format

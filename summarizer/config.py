@@ -10,6 +10,7 @@ The environment overrides the file: ``SUMMARIZER_<SECTION>_<KEY>`` (for example
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -21,11 +22,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
+from .secrets import redact_url, remember, remember_connection, remember_password
 
 ENV_PREFIX = "SUMMARIZER_"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+BACKENDS = ("mysql", "mariadb", "postgresql", "sqlite")
+DEFAULT_DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "postgresql": "postgresql+psycopg"}
 
 
 @dataclass(frozen=True)
@@ -179,11 +183,43 @@ def _float(text: str) -> float:
 
 def _url(text: str) -> str:
     if text:
-        try:
-            make_url(text)
-        except ArgumentError:
-            raise ValueError(f"expected a SQLAlchemy URL like mysql+pymysql://user@host/db, got {text!r}") from None
+        problem = url_problem(text)
+        if problem:
+            raise ValueError(f"{problem}; got {redact_url(text)}")
     return text
+
+
+def url_problem(text: str) -> str | None:
+    """What is wrong with a database URL, in words that never repeat its password; None when it is usable."""
+    scheme = re.match(r"[A-Za-z0-9+.-]*", text)[0]  # type: ignore[index]
+    if "://" not in text:
+        return (f"expected a SQLAlchemy URL like mysql+pymysql://user@host/db: '{scheme}' must be followed "
+                "by '://'" if ":" in text else "expected a SQLAlchemy URL like mysql+pymysql://user@host/db")
+    if any(c.isspace() for c in text.split("://", 1)[1].split("/", 1)[0]):  # user, password, host, port
+        return "a URL cannot hold spaces before its database name: write a space in the password as %20"
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        return "expected a SQLAlchemy URL like mysql+pymysql://user@host/db"
+    except ValueError:  # SQLAlchemy reads the port with int()
+        return "the port must be a number, as in host:3306"
+    return _parsed_url_problem(url)
+
+
+def _parsed_url_problem(url: URL) -> str | None:
+    if url.get_backend_name() not in BACKENDS:
+        return (f"unsupported database '{url.get_backend_name()}': write mysql+pymysql://, mariadb+pymysql://, "
+                "postgresql+psycopg:// or sqlite:///")
+    if url.host and any(c in url.host for c in "@/?#"):
+        return ("the host holds '@': a password holding @ / ? or # must be percent-encoded "
+                "(@ as %40, / as %2F, ? as %3F, # as %23)")
+    return None
+
+
+def with_default_driver(url: URL) -> URL:
+    """``mysql://`` and ``mariadb://`` mean PyMySQL, ``postgresql://`` means psycopg (3): the drivers installed."""
+    driver = DEFAULT_DRIVERS.get(url.drivername)
+    return url.set(drivername=driver) if driver else url
 
 
 def _list(text: str) -> tuple[str, ...]:
@@ -224,17 +260,26 @@ class Config:
     def database_url(self) -> URL:
         url = self.get("database", "url")
         if url:
-            return make_url(url)
+            return with_default_driver(make_url(url))
         fields = {key: self.get("database", key) for key in ("host", "port", "user", "password", "database")}
         if not fields["host"] and not fields["database"]:
             raise ConfigError(
                 "no database configured: set url in [database] of the config file, or "
                 "SUMMARIZER_DATABASE_URL (or try `summarizer demo`, which needs none)",
                 source=self.path, section="database", key="url")
-        port = int(fields["port"]) if fields["port"] else None
-        return URL.create(self.get("database", "driver"), username=fields["user"] or None,
-                          password=fields["password"] or None, host=fields["host"] or None,
-                          port=port, database=fields["database"] or None)
+        port = _port(fields["port"], self.path)
+        return with_default_driver(URL.create(
+            self.get("database", "driver"), username=fields["user"] or None, password=fields["password"] or None,
+            host=fields["host"] or None, port=port, database=fields["database"] or None))
+
+
+def _port(text: str, source: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"expected a port number from 1 to 65535, got {text!r}",
+                          source=source, section="database", key="port")
+    return int(text)
 
 
 class _Section:
@@ -268,13 +313,28 @@ def load_config(path: str | os.PathLike[str] | None = None,
             text, origin = environ[env_name], f"environment variable {env_name}"
         else:
             text, origin = raw.get(setting.section, setting.key, fallback=setting.default), str(file)
+        _remember_secrets(setting, text)
         try:
             values[(setting.section, setting.key)] = PARSERS[setting.kind](text.strip())
         except ValueError as exc:
             raise ConfigError(str(exc), source=origin, section=setting.section, key=setting.key) from None
     config = Config(values, str(file))
     _check(config)
+    _remember_connection(config)
     return config
+
+
+def _remember_connection(config: Config) -> None:
+    with contextlib.suppress(ConfigError):  # no database configured: the command says so when it needs one
+        remember_connection(config.database_url())
+
+
+def _remember_secrets(setting: Setting, text: str) -> None:
+    """Passwords and tokens in the settings, to be masked in every output (see secrets.py)."""
+    if (setting.section, setting.key) == ("database", "password"):
+        remember_password(text.strip())
+    elif setting.kind in ("url", "str", "list"):
+        remember(text)
 
 
 def _read_file(file: Path, required: bool) -> configparser.ConfigParser:

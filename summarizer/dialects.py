@@ -69,6 +69,20 @@ class Dialect:
             return True
         return self.error_code(exc) in self.DISCONNECT_CODES
 
+    # --- privileges -----------------------------------------------------------------------------
+    PRIVILEGE_CODES: frozenset[object] = frozenset()
+
+    def is_missing_privilege(self, exc: BaseException) -> bool:
+        return self.error_code(exc) in self.PRIVILEGE_CODES
+
+    def whoami(self, conn: Connection) -> tuple[str, str]:
+        """The account the session runs as, and the schema (or database) it works in."""
+        return str(self.engine.url.username or ""), str(self.engine.url.database or "")
+
+    def grant_advice(self, account: str, schema: str, message: str) -> str:
+        """How an administrator gives ``account`` what summarizer needs, after ``message`` refused it."""
+        return ""
+
     # --- the swap -----------------------------------------------------------------------------
     def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
         """Statements that put each ``(live, shadow)`` pair's shadow in place, in one transaction.
@@ -169,6 +183,17 @@ class MySQLDialect(Dialect):
         args = getattr(orig, "args", ())
         return args[0] if args and isinstance(args[0], int) else None
 
+    # access denied to a database, a table, a column; a global privilege needed
+    PRIVILEGE_CODES = frozenset({1044, 1142, 1143, 1227})
+
+    def whoami(self, conn: Connection) -> tuple[str, str]:
+        user, _, host = str(conn.execute(text("SELECT CURRENT_USER()")).scalar()).rpartition("@")
+        return f"'{user}'@'{host}'", str(conn.execute(text("SELECT DATABASE()")).scalar())
+
+    def grant_advice(self, account: str, schema: str, message: str) -> str:
+        return (f"summarizer needs these privileges on database {schema}; as an administrator run: GRANT SELECT, "
+                f"CREATE, ALTER, DROP, INDEX, INSERT, UPDATE, DELETE ON {self.quote(schema)}.* TO {account}")
+
     def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
         # One multi-table RENAME TABLE is atomic: readers see the old set or the new set.
         renames = ", ".join(
@@ -231,6 +256,20 @@ class PostgresDialect(Dialect):
         if code is None and isinstance(exc, OperationalError):
             return "08000"  # psycopg reports a dropped connection without a SQLSTATE
         return code
+
+    PRIVILEGE_CODES = frozenset({"42501"})  # insufficient_privilege, also "must be owner of table"
+
+    def whoami(self, conn: Connection) -> tuple[str, str]:
+        user, schema = conn.execute(text("SELECT current_user, current_schema()")).one()
+        return str(user), str(schema)
+
+    def grant_advice(self, account: str, schema: str, message: str) -> str:
+        if "must be owner" in message:  # only the owner may index, rename or drop a table
+            return (f"PostgreSQL lets only a table's owner index, rename or drop it: run this as the owner of that "
+                    f"table, or as an administrator run: GRANT <the owner's role> TO {account}")
+        return (f"as an administrator run: GRANT USAGE, CREATE ON SCHEMA {schema} TO {account}; "
+                f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {account} (the summary tables and the run table "
+                f"must belong to {account}: let it create them with `summarizer init`)")
 
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         return [f"SET LOCAL lock_timeout = '{int(seconds)}s'"]

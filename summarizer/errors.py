@@ -9,6 +9,7 @@
     ├── SchemaError                 exit 1: a table is missing or has the wrong shape
     ├── SourceError                 exit 1: a source table or column the rollup reads is missing
     ├── DatabaseUnavailable         exit 1: the database cannot be reached
+    ├── PrivilegeMissing            exit 1: the database user may not do what the command needs
     ├── RefreshFailed               exit 1: a refresh step failed; live tables are untouched
     └── VerifyMismatch              exit 1: summaries and raw data disagree
 
@@ -66,6 +67,10 @@ class SourceError(SummarizerError):
 
 class DatabaseUnavailable(SummarizerError):
     """The database cannot be reached."""
+
+
+class PrivilegeMissing(SummarizerError):
+    """The database refused the command a privilege (the message names it and the GRANT that fixes it)."""
 
 
 class RefreshFailed(SummarizerError):

@@ -11,13 +11,16 @@ lifts the server's idle timeout for its own session (``wait_timeout``, ``idle_se
 ``GET_LOCK`` names are global to a MySQL server, so the name is qualified with the database: two
 databases on one server refresh independently. (PostgreSQL advisory locks are per database already.)
 
-SQLite uses a file lock beside the database file; the kernel drops it when the process dies.
+SQLite uses a file lock beside the database file, with the database file's mode and group; the kernel
+drops it when the process dies. A lock file deleted or replaced during a run is noticed by the check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +48,7 @@ class RunLock(Protocol):
 def make_lock(dialect: Dialect, name: str) -> RunLock:
     if dialect.name == "sqlite":
         path = sqlite_path(dialect.engine.url)
-        return FileRunLock(f"{path}.summarizer-lock") if path else ThreadRunLock(name)
+        return FileRunLock(f"{path}.summarizer-lock", path) if path else ThreadRunLock(name)
     return DatabaseRunLock(dialect, lock_name(dialect, name))
 
 
@@ -166,24 +169,83 @@ class DatabaseRunLock:
 
 
 class FileRunLock:
-    """An exclusive lock on a file beside the SQLite database."""
+    """An exclusive lock on a file beside the SQLite database, shared by every OS user who may write it.
 
-    def __init__(self, path: str) -> None:
-        self.lock = FileLock(path)
+    The lock file takes the database file's permission bits and group, so another user who can write
+    the database (through its group, say) can open the lock file and take the lock too. Its
+    :meth:`check` notices a lock file deleted or replaced under the run, and then behaves as the server
+    locks do on a lost connection: it takes the lock again on the new file, or stops the run when
+    another run holds it or took over meanwhile.
+    """
+
+    def __init__(self, path: str, database: str | None = None) -> None:
+        self.path, self.database = path, database
+        self.lock = self._new_lock()
+        self._identity: tuple[int, int] | None = None
+
+    def _new_lock(self) -> FileLock:
+        mode = _database_mode(self.database)
+        return FileLock(self.path) if mode is None else FileLock(self.path, mode=mode)
 
     def acquire(self, wait: float) -> bool:
         try:
             self.lock.acquire(timeout=max(wait, 0.0), poll_interval=POLL_SECONDS)
-            return True
         except Timeout:
             return False
+        except PermissionError as exc:
+            raise RefreshFailed(f"cannot open the run lock file {self.path} ({exc.strerror}): it must be writable "
+                                "by every user who refreshes this database; when no refresh runs, delete it (it "
+                                "is made again with the database file's mode and group)") from None
+        self._identity = _identity(self.path)
+        _follow_group(self.path, self.database)
+        return True
 
     def check(self, still_ours: Callable[[], bool]) -> None:
-        if not self.lock.is_locked:
-            raise RefreshFailed("lost the run lock file; stopping without touching the live tables")
+        """Raise RefreshFailed unless this run still holds the lock on the file at its path (re-taking it if it can)."""
+        if self.lock.is_locked and self._identity is not None and _identity(self.path) == self._identity:
+            return
+        log.warning("the run lock file %s was deleted or replaced; taking the lock again", self.path)
+        self.release()
+        self.lock = self._new_lock()
+        if not self.acquire(0):
+            raise RefreshFailed("lost the run lock (its file was deleted or replaced) and another run holds it now; "
+                                "stopping without touching the live tables")
+        if not still_ours():
+            raise RefreshFailed("lost the run lock (its file was deleted or replaced) and another run took over "
+                                "meanwhile; stopping without touching the live tables")
+        log.warning("took the run lock again")
 
     def release(self) -> None:
         self.lock.release()
+        self._identity = None
+
+
+def _database_mode(database: str | None) -> int | None:
+    """The read/write bits of the database file (the lock file gets the same), or None without one."""
+    try:
+        return stat.S_IMODE(os.stat(database).st_mode) & 0o666 if database else None
+    except OSError:
+        return None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _follow_group(path: str, database: str | None) -> None:
+    """Give the lock file the database file's group (possible when we own it and belong to that group)."""
+    if database is None:
+        return
+    try:
+        group = os.stat(database).st_gid
+        if os.stat(path).st_gid != group:
+            os.chown(path, -1, group)
+    except OSError as exc:  # not ours, or not our group: the mode still lets the group's members in
+        log.debug("cannot give the run lock file %s the database's group: %s", path, exc)
 
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}

@@ -12,7 +12,11 @@ import datetime as dt
 import json
 import logging
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
+
+from .secrets import redact
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -34,13 +38,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with passwords and tokens masked (message, traceback and extra fields alike)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+def protect_stderr() -> None:
+    """Mask secrets also in lines logged without :func:`setup_logging` and in unexpected tracebacks."""
+    if logging.lastResort is not None:
+        logging.lastResort.setFormatter(RedactingFormatter(logging.Formatter()))
+    sys.excepthook = _redacted_traceback
+
+
+def _redacted_traceback(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:
     """Log to stderr at WARNING (``quiet``), DEBUG (``verbose``) or INFO, as text or JSON lines."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # APScheduler narrates every job at INFO; summarizer's own lines say what happened
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)

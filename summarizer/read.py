@@ -42,6 +42,7 @@ from .errors import DatabaseUnavailable, UsageError
 from .model import Tiers
 from .months import month_range, parse_month
 from .runs import RUNNING, Run, utcnow
+from .secrets import public
 
 if TYPE_CHECKING:
     from .app import Summarizer
@@ -726,6 +727,7 @@ def _run_json(run: Run | None) -> dict[str, Any] | None:
         return None
     keys = ("id", "mode", "months", "status", "started_at", "finished_at", "data_as_of", "error")
     full = run.as_json()
+    full["error"] = public(full["error"]) if full["error"] else None  # no connection details for clients
     return {k: full[k] for k in (*keys, "duration_seconds")}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, Table, insert, select, update
 
 from . import __version__
+from .secrets import redact
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
 
@@ -49,8 +50,8 @@ class Run:
         return cls(id=m["id"], mode=m["mode"], months=m["months"], status=m["status"],
                    started_at=m["started_at"], finished_at=m["finished_at"], data_as_of=m["data_as_of"],
                    rows={tier: m[f"rows_{tier}"] for tier in ("asin", "brand", "category")},
-                   plan=m["plan"], steps=json.loads(m["steps"] or "{}"), error=m["error"],
-                   host=m["host"], pid=m["pid"], version=m["version"])
+                   plan=m["plan"], steps=json.loads(m["steps"] or "{}"), host=m["host"], pid=m["pid"],
+                   version=m["version"], error=redact(m["error"]) if m["error"] else None)
 
     @property
     def stamp(self) -> dt.datetime:
@@ -87,8 +88,8 @@ class RunLog:
         return Run(id=int(run_id), **values)  # type: ignore[arg-type]
 
     def finish(self, run: Run, status: str, error: str | None = None) -> None:
-        run.status, run.error, run.finished_at = status, error, utcnow()
-        values = {"status": status, "finished_at": run.finished_at, "error": error, "plan": run.plan,
+        run.status, run.error, run.finished_at = status, redact(error) if error else error, utcnow()
+        values = {"status": status, "finished_at": run.finished_at, "error": run.error, "plan": run.plan,
                   "steps": json.dumps({k: round(v, 3) for k, v in run.steps.items()})}
         values.update({f"rows_{tier}": count for tier, count in run.rows.items()})
         with self.engine.begin() as conn:
