@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
+from . import DISTRIBUTION, __version__
 from .app import Summarizer
 from .config import load_config, parse_duration
 from .errors import EXIT_FAILURE, SummarizerError, UsageError
@@ -68,7 +68,8 @@ pass_context = click.make_pass_decorator(Context)
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Log lines as text, or one JSON object per line (for log shippers).")
-@click.version_option(__version__, prog_name="summarizer")
+@click.version_option(__version__, prog_name="summarizer",
+                      message=f"%(prog)s %(version)s (distribution {DISTRIBUTION})")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_format: str) -> None:
     """Keep pre-aggregated summary tables fresh inside the database."""
@@ -226,7 +227,7 @@ def serve(click_ctx: click.Context, host: str | None, port: int | None) -> None:
 
         from .api import create_app
     except ImportError as exc:
-        raise UsageError(f"serve needs the api extra: pip install 'summarizer[api]' ({exc})") from None
+        raise UsageError(f"serve needs the api extra: pip install 'summarizer-tiers[api]' ({exc})") from None
     app = click_ctx.obj.summarizer
     setup_logging(False, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
     uvicorn.run(create_app(app), host=host or app.config.api.host, port=port or app.config.api.port)

@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
             "MySQL session tmp_table_size/max_heap_table_size for the refresh (bytes; 0 = server default)"),
     Setting("refresh", "engine", "database", "str",
             "what computes a refresh: database (INSERT ... SELECT in the database) or spark (Apache Spark, "
-            "needs summarizer[spark])"),
+            "needs summarizer-tiers[spark])"),
     Setting("schedule", "full", "0 3 * * *", "str",
             "crontab(5) expression of the full refresh (0/7 = Sunday; a sixth leading field = seconds); empty: none"),
     Setting("schedule", "changed", "", "str", "cron expression of the --changed refresh; empty: none"),

@@ -66,7 +66,7 @@ def run_demo(path: Path, rows: int, echo: Callable[[str], None]) -> Summarizer:
     for brand_id, name, revenue in top_brands(app):
         echo(f"  {brand_id:>6}  {name or '(unassigned)':<24} {float(revenue):>18,.2f}")  # type: ignore[arg-type]
     echo(f"\ndemo done in {duration(time.perf_counter() - started)}")
-    echo(f"serve it (with the api extra, pip install 'summarizer[api]'):\n"
+    echo(f"serve it (with the api extra, pip install 'summarizer-tiers[api]'):\n"
          f"  SUMMARIZER_DATABASE_URL=sqlite:///{path.resolve()} summarizer serve\n"
          f"status:\n  SUMMARIZER_DATABASE_URL=sqlite:///{path.resolve()} summarizer status")
     return app

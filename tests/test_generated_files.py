@@ -61,4 +61,5 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv .venv"))
     assert f"\n{command}\n" in readme
+    assert "'.[all,spark,spark-connect,test]'" in command, "the test command installs the runtime and test extras"
     assert "SUMMARIZER_TEST_MYSQL_URL" in ci and "SUMMARIZER_TEST_POSTGRES_URL" in ci
