@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from summarizer.config import SETTINGS, example_ini
-from summarizer.render import RENDERED, render
+from summarizer.render import RENDERED, default_config, render
+from summarizer.units import Paths, files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +18,13 @@ def test_sql_files_match_the_code(dialect):
     for name, content in render(dialect).items():
         path = ROOT / "sql" / dialect / name
         assert path.exists(), f"{path} is missing: run python -m summarizer.render sql"
+        assert path.read_text(encoding="utf-8") == content, f"{path} drifted: run python -m summarizer.render sql"
+
+
+def test_scripts_match_the_package():
+    """scripts/ holds what `summarizer schedule --print-cron/--print-systemd` print, with the default paths."""
+    for name, content in files(default_config(), Paths()).items():
+        path = ROOT / "scripts" / name
         assert path.read_text(encoding="utf-8") == content, f"{path} drifted: run python -m summarizer.render sql"
 
 
