@@ -112,5 +112,5 @@ def test_verify_exits_1_and_prints_one_line_per_month_and_the_repair(db_url):
     lines = bad.stdout.splitlines()
     assert "1 month disagrees with the raw data" in lines[0]
     assert lines[1].startswith("  2024-02: raw ") and "tier 3 (category)" in lines[1] and "metrics revenue" in lines[1]
-    assert "(difference +1" in lines[1]
+    assert "(difference +" in lines[1] and "+0 rows)" in lines[1]
     assert lines[2].startswith("repair: summarizer refresh --months 2024-02") and len(lines) == 3

@@ -282,11 +282,11 @@ def test_bad_schedule_settings_exit_2_before_anything_runs(tmp_path, settings, m
     assert message in result.stderr
 
 
-def test_an_unreachable_database_at_start_exits_1(tmp_path):
+def test_an_unreachable_database_at_start_exits_69(tmp_path):
     env = env_for(make_url("mysql+pymysql://root@127.0.0.1:1/test"))
     result = subprocess.run([sys.executable, "-m", "summarizer", "schedule"], env=env,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "cannot connect" in result.stderr
+    assert result.returncode == 69 and "cannot connect" in result.stderr
     assert "Traceback" not in result.stderr
 
 
