@@ -97,7 +97,8 @@ def _logging(click_ctx: click.Context, quiet: bool = False) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Configuration file (default ./config.ini; the environment overrides it).")
+              help="Configuration file (default $SUMMARIZER_CONFIG, else ./config.ini; the environment "
+                   "overrides its settings).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Log lines as text, or one JSON object per line (for log shippers).")
