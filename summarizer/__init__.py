@@ -1,9 +1,12 @@
 """summarizer: keep pre-aggregated summary tables fresh inside the database.
 
-The public API is the :class:`Summarizer` facade, :func:`load_config` and the errors.
+The public API is the :class:`Summarizer` facade, :func:`load_config` and the errors. It is
+installed as the distribution ``summarizer-tiers`` (the name ``summarizer`` on the package index
+belongs to an unrelated project); the import package and the command are ``summarizer``.
 """
 
 __version__ = "0.1.0"
+DISTRIBUTION = "summarizer-tiers"
 
 from .app import Status, Summarizer  # noqa: E402
 from .config import Config, load_config  # noqa: E402
@@ -21,5 +24,6 @@ from .errors import (  # noqa: E402
 
 __all__ = [
     "Config", "ConfigError", "DatabaseUnavailable", "LockHeld", "RefreshFailed", "SchemaError", "SourceError",
-    "Status", "Summarizer", "SummarizerError", "UsageError", "VerifyMismatch", "__version__", "load_config",
+    "DISTRIBUTION", "Status", "Summarizer", "SummarizerError", "UsageError", "VerifyMismatch", "__version__",
+    "load_config",
 ]

@@ -45,12 +45,13 @@ class Status:
 
     def problems(self, max_age_seconds: float) -> list[str]:
         """Why monitoring should page: stale summaries, or a last run that did not succeed."""
+        from .output import duration  # output renders Status too: imported here, not at the top
         found = []
         if self.last_success is None:
             found.append("no refresh has succeeded yet")
         elif self.age_seconds is not None and self.age_seconds > max_age_seconds:
-            found.append(f"the last successful refresh finished {self.age_seconds / 3600:.1f}h ago, "
-                         f"more than the allowed {max_age_seconds / 3600:.1f}h")
+            found.append(f"the last successful refresh finished {duration(self.age_seconds)} ago, "
+                         f"more than the allowed {duration(max_age_seconds)}")
         finished = next((r for r in self.runs if r.status != RUNNING), None)
         if finished is not None and finished.status != SUCCEEDED:
             found.append(f"the last run ({finished.describe()}) {finished.status}: {finished.error}")
@@ -148,6 +149,12 @@ class Summarizer:
         self._require_tables()
         return verify(self.dialect, self.rollup, self.schema.live(), months)
 
+    def months_without_raw_rows(self, months: Sequence[dt.date]) -> list[dt.date]:
+        """Those of ``months`` the raw table has no rows for (a refresh of them leaves no summary rows)."""
+        with self.dialect.engine.connect() as conn:
+            found = {str(m)[:10] for m in conn.execute(self.rollup.months_present(months)).scalars()}
+        return [m for m in sorted(set(months)) if m.isoformat() not in found]
+
     def explain(self) -> dict[str, Any]:
         """The database's plan for tier 1's read of the raw table, and whether it needs a temporary table."""
         plan = choose_plan(self.dialect, self.source)
@@ -158,7 +165,7 @@ class Summarizer:
                 statement = statement.params(month=first)
             lines = self.dialect.explain(conn, statement)
         return {"plan": plan.describe(), "chunked": plan.chunked, "explain": lines,
-                "temporary": self.dialect.plan_uses_temporary(lines)}
+                "summary": self.dialect.plan_summary(lines), "temporary": self.dialect.plan_uses_temporary(lines)}
 
     def status(self, limit: int = 10) -> Status:
         self._require_tables()

@@ -1,4 +1,8 @@
-"""The ``summarizer`` command: click commands, each parsing, calling the library, printing."""
+"""The ``summarizer`` command: click commands, each parsing, calling the library, printing.
+
+Shell completion comes from click: ``eval "$(_SUMMARIZER_COMPLETE=bash_source summarizer)"`` (zsh_source,
+fish_source for the other shells; see docs/operations.md).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,11 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
+from . import DISTRIBUTION, __version__
 from .app import Summarizer
-from .config import load_config, parse_duration
-from .errors import EXIT_FAILURE, SummarizerError, UsageError
-from .logs import FORMATS, protect_stderr, setup_logging
+from .config import Config, config_location, example_ini, load_config, parse_duration
+from .errors import EXIT_FAILURE, ConfigError, SummarizerError, UsageError
+from .logs import FORMATS, protect_stderr, setup_logging, uvicorn_log_config
 from .metrics import observed
 from .metrics import target as metrics_target
 from .months import parse_months, parse_timestamp
@@ -55,21 +59,52 @@ class Context:
         self.overrides: dict[str, Any] = {}  # section__key -> value, from command-line options
 
     @functools.cached_property
+    def config(self) -> Config:
+        """``--config``, else ``$SUMMARIZER_CONFIG``, else ./config.ini (which may be missing)."""
+        path, required = config_location(self.config_path)
+        return load_config(path, required=required).replace(**self.overrides)
+
+    @functools.cached_property
     def summarizer(self) -> Summarizer:
-        path = self.config_path or "config.ini"
-        return Summarizer(load_config(path, required=self.config_path is not None).replace(**self.overrides))
+        return Summarizer(self.config)
+
+    def command(self) -> str:
+        """How to call summarizer again with this configuration, for the commands we print."""
+        return "summarizer" + (f" --config {self.config_path}" if self.config_path else "")
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value:  # given after the command name: overrides the one given before it
+            ctx.meta[name] = value
+    return callback
+
+
+def log_options(func: F) -> F:
+    """``--log-format`` and ``-v`` after the command name too (``summarizer refresh --log-format json``)."""
+    func = click.option("--log-format", type=click.Choice(FORMATS), default=None, expose_value=False,
+                        callback=_remember("log_format"),
+                        help="Log lines as text, or one JSON object per line (as before the command).")(func)
+    return click.option("-v", "--verbose", is_flag=True, default=False, expose_value=False,
+                        callback=_remember("verbose"), help="Log debugging detail.")(func)
+
+
+def _logging(click_ctx: click.Context, quiet: bool = False) -> None:
+    setup_logging(quiet, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Configuration file (default ./config.ini; the environment overrides it).")
+              help="Configuration file (default $SUMMARIZER_CONFIG, else ./config.ini; the environment "
+                   "overrides its settings).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Log lines as text, or one JSON object per line (for log shippers).")
-@click.version_option(__version__, prog_name="summarizer")
+@click.version_option(__version__, prog_name="summarizer",
+                      message=f"%(prog)s %(version)s (distribution {DISTRIBUTION})")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool, log_format: str) -> None:
     """Keep pre-aggregated summary tables fresh inside the database."""
@@ -108,6 +143,7 @@ def init(ctx: Context, source_indexes: bool, print_sql: bool) -> None:
 @click.option("--spark-master", metavar="URL",
               help="Spark master: local[*], spark://host:7077 or a Spark Connect sc://host:15002 "
                    "(implies --engine spark).")
+@log_options
 @click.pass_context
 @handle_errors
 def refresh(click_ctx: click.Context, months_spec: str | None, since: str | None, changed: bool,
@@ -120,16 +156,25 @@ def refresh(click_ctx: click.Context, months_spec: str | None, since: str | None
     months = _parse(parse_months, months_spec, "--months") or []
     since_ts = _parse(parse_timestamp, since, "--since")
     metrics = _parse(metrics_target, metrics_file, "--metrics-file")
-    setup_logging(quiet, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
+    _logging(click_ctx, quiet)
     progress = BarProgress() if sys.stderr.isatty() and not quiet else None
     app = click_ctx.obj.summarizer
     mode = "months" if months else "since" if since_ts else "changed" if changed else "full"
     run = observed(app, metrics, mode, lambda: app.refresh(months=months, since=since_ts, changed=changed,
                                                            jobs=jobs, wait=wait, progress=progress))
+    _warn_months_without_raw_rows(app, months)
     if as_json:
         click.echo(json.dumps(run.as_json(), indent=2))
     elif not quiet:
         click.echo(run_summary(run))
+
+
+def _warn_months_without_raw_rows(app: Summarizer, months: list[Any]) -> None:
+    empty = app.months_without_raw_rows(months) if months else []
+    if empty:
+        log.warning("no raw rows for %s: the refresh leaves no summary rows for %s (check --months)",
+                    ", ".join(f"{m:%Y-%m}" for m in empty), "it" if len(empty) == 1 else "them",
+                    extra={"event": "months_without_raw_rows", "months": [f"{m:%Y-%m}" for m in empty]})
 
 
 def _engine_overrides(engine: str | None, spark_master: str | None) -> dict[str, str]:
@@ -145,9 +190,13 @@ def _engine_overrides(engine: str | None, spark_master: str | None) -> dict[str,
 @pass_context
 @handle_errors
 def verify(ctx: Context, months_spec: str | None, as_json: bool) -> None:
-    """Compare every tier with totals recomputed from the raw table; exit 1 on any mismatch."""
+    """Compare every tier with totals recomputed from the raw table.
+
+    One line per month that disagrees, then the refresh that repairs them. Exit 0 when every tier
+    matches, 1 on a mismatch, 69 when the database cannot be reached, 2 for a bad option or config.
+    """
     report = ctx.summarizer.verify(_parse(parse_months, months_spec, "--months"))
-    click.echo(json.dumps(report.as_json(), indent=2) if as_json else verify_text(report))
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else verify_text(report, ctx.command()))
     if not report.ok:
         sys.exit(EXIT_FAILURE)
 
@@ -155,12 +204,14 @@ def verify(ctx: Context, months_spec: str | None, as_json: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--check", is_flag=True, help="Exit 1 when the summaries are stale or the last run failed.")
-@click.option("--max-age", default="26h", show_default=True, help="Age beyond which --check calls them stale.")
+@click.option("--max-age", default=None, help="With --check: age beyond which it calls them stale [default: 26h].")
 @pass_context
 @handle_errors
-def status(ctx: Context, as_json: bool, check: bool, max_age: str) -> None:
+def status(ctx: Context, as_json: bool, check: bool, max_age: str | None) -> None:
     """Last runs, age of the last success, rows per tier, months, unassigned share."""
-    max_age_seconds = _parse(parse_duration, max_age, "--max-age")
+    if max_age is not None and not check:
+        raise UsageError("--max-age only applies with --check: status --check --max-age 26h")
+    max_age_seconds = _parse(parse_duration, max_age or "26h", "--max-age")
     current = ctx.summarizer.status()
     click.echo(json.dumps(current.as_json(), indent=2) if as_json else status_text(current))
     if check:
@@ -178,6 +229,8 @@ def explain(ctx: Context) -> None:
     """Show the database's plan for the refresh's read of the raw table."""
     result = ctx.summarizer.explain()
     click.echo(f"plan: {result['plan']}")
+    if result.get("summary"):
+        click.echo(f"the database's plan: {result['summary']}")
     click.echo("\n".join(f"  {line}" for line in result["explain"]))
     if result["temporary"]:
         fix = ("the index exists but the database does not read through it in order: refresh the raw table's "
@@ -202,23 +255,88 @@ def demo(rows: int, path: str) -> None:
 
 @cli.command()
 @click.option("--metrics-file", metavar="PATH", help="Write Prometheus metrics after every run (textfile collector).")
+@click.option("--print-cron", is_flag=True, help="Print the crontab lines for this installation instead, and exit.")
+@click.option("--print-systemd", is_flag=True,
+              help="Print the systemd service and timer for this installation instead, and exit.")
+@log_options
 @click.pass_context
 @handle_errors
-def schedule(click_ctx: click.Context, metrics_file: str | None) -> None:
+def schedule(click_ctx: click.Context, metrics_file: str | None, print_cron: bool, print_systemd: bool) -> None:
     """Refresh on the [schedule] cron expressions, in the foreground, until SIGTERM or SIGINT.
 
     One run at a time; a run that finds another holding the lock is skipped. The first signal lets
     a run in progress finish, a second stops it now (recorded interrupted). Exits 0 when stopped.
+    With --print-cron or --print-systemd it only prints the files that run it from cron or systemd.
     """
+    if print_cron or print_systemd:
+        click.echo(_unit_files(click_ctx.obj, metrics_file, print_cron, print_systemd), nl=False)
+        return
     from .schedule import run_schedule
     metrics = _parse(metrics_target, metrics_file, "--metrics-file")
-    setup_logging(False, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
+    _logging(click_ctx)
     run_schedule(click_ctx.obj.summarizer, metrics)
+
+
+def _unit_files(ctx: Context, metrics_file: str | None, cron: bool, systemd: bool) -> str:
+    from . import units
+    if cron and systemd:
+        raise UsageError("choose one of --print-cron and --print-systemd")
+    config = ctx.config
+    named, _ = config_location(ctx.config_path)
+    script = Path(sys.executable).parent / "summarizer"
+    paths = units.Paths(executable=str(script) if script.exists() else f"{sys.executable} -m summarizer",
+                        config=str(named.resolve()) if named.exists() else units.CONFIG,
+                        metrics=str(Path(metrics_file).resolve()) if metrics_file else units.METRICS)
+    if cron:
+        return units.crontab(config, paths)
+    try:
+        timer = units.timer(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=config.path, section="schedule", key="full") from None
+    return (f"# ---- /etc/systemd/system/summarizer-refresh.service ----\n{units.service(paths)}\n"
+            f"# ---- /etc/systemd/system/summarizer-refresh.timer ----\n{timer}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The configuration file: print an annotated example to start one from."""
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print the annotated example configuration: every setting, its default and what it means.
+
+    Start a config with: summarizer config example > config.ini
+    """
+    click.echo(example_ini(), nl=False)
+
+
+@cli.command("sql")
+@click.option("--dialect", type=click.Choice(["mysql", "postgresql"]), required=True,
+              help="The database the SQL is for.")
+@click.option("--file", "only", type=click.Choice(["schema.sql", "refresh_full.sql", "refresh_month.sql",
+                                                   "verify.sql"]),
+              default=None, help="Print only this one (default: all four, each under a heading).")
+@pass_context
+@handle_errors
+def sql(ctx: Context, dialect: str, only: str | None) -> None:
+    """Print the SQL summarizer runs, rendered for your configuration (table and column names).
+
+    schema.sql (what init creates), refresh_full.sql and refresh_month.sql (a refresh by hand) and
+    verify.sql (what verify compares). Needs no database connection.
+    """
+    from .render import render
+    rendered = render(dialect, ctx.config)
+    if only:
+        click.echo(rendered[only], nl=False)
+        return
+    click.echo("\n".join(f"-- ==== {name} ====\n{content}" for name, content in rendered.items()), nl=False)
 
 
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on (default: [api] host).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on (default: [api] port).")
+@log_options
 @click.pass_context
 @handle_errors
 def serve(click_ctx: click.Context, host: str | None, port: int | None) -> None:
@@ -228,10 +346,11 @@ def serve(click_ctx: click.Context, host: str | None, port: int | None) -> None:
 
         from .api import create_app
     except ImportError as exc:
-        raise UsageError(f"serve needs the api extra: pip install 'summarizer[api]' ({exc})") from None
+        raise UsageError(f"serve needs the api extra: pip install 'summarizer-tiers[api]' ({exc})") from None
     app = click_ctx.obj.summarizer
-    setup_logging(False, click_ctx.meta.get("verbose", False), click_ctx.meta.get("log_format", "text"))
-    uvicorn.run(create_app(app), host=host or app.config.api.host, port=port or app.config.api.port)
+    _logging(click_ctx)
+    uvicorn.run(create_app(app), host=host or app.config.api.host, port=port or app.config.api.port,
+                log_config=uvicorn_log_config(click_ctx.meta.get("log_format", "text")))
 
 
 def main() -> None:

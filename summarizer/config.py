@@ -4,13 +4,20 @@ Every setting is one :class:`Setting` entry in :data:`SETTINGS` (section, key, d
 ``config.ini.example`` and the README's table are checked against this list by the tests.
 
 The environment overrides the file: ``SUMMARIZER_<SECTION>_<KEY>`` (for example
-``SUMMARIZER_DATABASE_URL``), so passwords need not live in files.
+``SUMMARIZER_DATABASE_URL``), so passwords need not live in files. A ``SUMMARIZER_*`` variable that
+names no setting is logged as a warning (with the closest setting's name): a misspelled one would
+otherwise be ignored without a word.
+
+The file: ``--config PATH``, else ``$SUMMARIZER_CONFIG``, else ``./config.ini`` (:func:`config_location`);
+a file named by the first two must exist, the last may be missing.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -25,6 +32,9 @@ from .errors import ConfigError
 from .secrets import redact_url, remember, remember_connection, remember_password
 
 ENV_PREFIX = "SUMMARIZER_"
+CONFIG_ENV = "SUMMARIZER_CONFIG"
+TEST_PREFIX = "SUMMARIZER_TEST_"  # the test suite's server URLs
+log = logging.getLogger(__name__)
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -101,7 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
             "MySQL session tmp_table_size/max_heap_table_size for the refresh (bytes; 0 = server default)"),
     Setting("refresh", "engine", "database", "str",
             "what computes a refresh: database (INSERT ... SELECT in the database) or spark (Apache Spark, "
-            "needs summarizer[spark])"),
+            "needs summarizer-tiers[spark])"),
     Setting("schedule", "full", "0 3 * * *", "str",
             "crontab(5) expression of the full refresh (0/7 = Sunday; a sixth leading field = seconds); empty: none"),
     Setting("schedule", "changed", "", "str", "cron expression of the --changed refresh; empty: none"),
@@ -308,9 +318,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 raise ConfigError(f"unknown setting; allowed keys: {allowed}",
                                   source=str(file), section=section, key=key)
     for setting in SETTINGS:
-        env_name = f"{ENV_PREFIX}{setting.section}_{setting.key}".upper()
-        if env_name in environ:
-            text, origin = environ[env_name], f"environment variable {env_name}"
+        variable = env_name(setting)
+        if variable in environ:
+            text, origin = environ[variable], f"environment variable {variable}"
         else:
             text, origin = raw.get(setting.section, setting.key, fallback=setting.default), str(file)
         _remember_secrets(setting, text)
@@ -321,6 +331,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     config = Config(values, str(file))
     _check(config)
     _remember_connection(config)
+    _warn_unknown_environment(environ)
     return config
 
 
@@ -337,11 +348,40 @@ def _remember_secrets(setting: Setting, text: str) -> None:
         remember(text)
 
 
+def config_location(explicit: str | None, environ: Mapping[str, str] | None = None) -> tuple[Path, bool]:
+    """The config file to read, and whether it must exist: ``--config``, ``$SUMMARIZER_CONFIG``, ./config.ini."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit), True
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]), True
+    return Path("config.ini"), False
+
+
+def env_name(setting: Setting) -> str:
+    return f"{ENV_PREFIX}{setting.section}_{setting.key}".upper()
+
+
+def unknown_environment(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """``SUMMARIZER_*`` variables that name no setting -> the closest setting's variable (or None)."""
+    known = sorted(env_name(s) for s in SETTINGS)
+    return {name: next(iter(difflib.get_close_matches(name, known, n=1)), None) for name in sorted(environ)
+            if name.startswith(ENV_PREFIX) and name not in known and name != CONFIG_ENV
+            and not name.startswith(TEST_PREFIX)}
+
+
+def _warn_unknown_environment(environ: Mapping[str, str]) -> None:
+    for name, close in unknown_environment(environ).items():
+        hint = f"did you mean {close}?" if close else f"settings are {ENV_PREFIX}<SECTION>_<KEY>"
+        log.warning("environment variable %s matches no setting and is ignored; %s", name, hint)
+
+
 def _read_file(file: Path, required: bool) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     if not file.exists():
         if required:
-            raise ConfigError("file not found (copy config.ini.example to start one)", source=str(file))
+            raise ConfigError("file not found (start one with: summarizer config example > config.ini)",
+                              source=str(file))
         return parser
     try:
         parser.read(file, encoding="utf-8")

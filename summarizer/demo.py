@@ -7,6 +7,8 @@ through the same library calls as the commands, and prints what it built.
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +52,7 @@ def top_brands(app: Summarizer, limit: int = 5) -> list[tuple[int, str | None, o
 def run_demo(path: Path, rows: int, echo: Callable[[str], None]) -> Summarizer:
     started = time.perf_counter()
     counts = build_database(path, rows)
-    echo(f"demo database {path}: " + ", ".join(f"{table} {n}" for table, n in counts.items())
+    echo(f"demo database {path.resolve()}: " + ", ".join(f"{table} {n}" for table, n in counts.items())
          + f" rows ({duration(time.perf_counter() - started)})")
     app = Summarizer(load_config(None, {"SUMMARIZER_DATABASE_URL": f"sqlite:///{path}"}))
     plan = app.init(source_indexes=True)
@@ -66,7 +68,19 @@ def run_demo(path: Path, rows: int, echo: Callable[[str], None]) -> Summarizer:
     for brand_id, name, revenue in top_brands(app):
         echo(f"  {brand_id:>6}  {name or '(unassigned)':<24} {float(revenue):>18,.2f}")  # type: ignore[arg-type]
     echo(f"\ndemo done in {duration(time.perf_counter() - started)}")
-    echo(f"serve it (with the api extra, pip install 'summarizer[api]'):\n"
-         f"  SUMMARIZER_DATABASE_URL=sqlite:///{path.resolve()} summarizer serve\n"
-         f"status:\n  SUMMARIZER_DATABASE_URL=sqlite:///{path.resolve()} summarizer status")
+    echo(next_steps(path.resolve(), command()))
     return app
+
+
+def command() -> str:
+    """How to call summarizer from here: the console script beside this Python (a venv need not be active)."""
+    script = Path(sys.executable).parent / "summarizer"
+    return shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m summarizer"
+
+
+def next_steps(path: Path, summarizer: str) -> str:
+    size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    url = "SUMMARIZER_DATABASE_URL=" + shlex.quote(f"sqlite:///{path}")
+    return (f"the demo database is {path} ({size / 1e6:.0f} MB); remove it with: rm {shlex.quote(str(path))}*\n"
+            f"status:\n  {url} {summarizer} status\n"
+            f"serve it (with the api extra, pip install 'summarizer-tiers[api]'):\n  {url} {summarizer} serve")

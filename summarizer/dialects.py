@@ -21,6 +21,8 @@ from .model import OLD_SUFFIX
 
 PG_SORT_NODE = re.compile(r"(^|->)\s*(Incremental )?Sort\s+\(")
 PG_SPILLING_HASH = re.compile(r"Planned Partitions: [1-9]")
+PG_NODE = re.compile(r"^\s*(?:->\s*)?(?P<node>[A-Z][A-Za-z ]*?)(?: using (?P<index>\S+))?"
+                     r"(?: on (?P<table>\S+)(?: \S+)?)?\s+\(cost=")
 
 
 class Dialect:
@@ -141,12 +143,19 @@ class Dialect:
         return str(statement.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}))
 
     def explain(self, conn: Connection, statement: ClauseElement) -> list[str]:
-        rows = conn.exec_driver_sql(f"EXPLAIN {self.render(statement)}").fetchall()
-        return [" | ".join(str(v) for v in row) for row in rows]
+        """The plan's rows as lines, the column names first."""
+        result = conn.exec_driver_sql(f"EXPLAIN {self.render(statement)}")
+        rows = result.fetchall()
+        return [" | ".join(result.keys()), *(" | ".join(str(v) for v in row) for row in rows)]
 
     @staticmethod
     def plan_uses_temporary(plan: Sequence[str]) -> bool:
         return False
+
+    @staticmethod
+    def plan_summary(plan: Sequence[str]) -> str:
+        """What the plan from :meth:`explain` does, in words ("" where there is nothing to add)."""
+        return ""
 
     def now_sql(self) -> str:
         """The database clock, as the raw table's updated_at column sees it."""
@@ -233,6 +242,23 @@ class MySQLDialect(Dialect):
     def plan_uses_temporary(plan: Sequence[str]) -> bool:
         return any("Using temporary" in line or "Using filesort" in line for line in plan)
 
+    @staticmethod
+    def plan_summary(plan: Sequence[str]) -> str:
+        if len(plan) < 2:
+            return ""
+        names = plan[0].split(" | ")
+        rows = [dict(zip(names, line.split(" | "), strict=False)) for line in plan[1:]]
+        access = {"ALL": "a full table scan", "index": "a full index scan", "range": "an index range scan",
+                  "ref": "index lookups"}
+
+        def given(value: str | None) -> bool:
+            return value not in (None, "", "None", "NULL")
+
+        return "; ".join(
+            f"{row.get('table')}: {access.get(str(row.get('type')), str(row.get('type')) + ' access')}"
+            + (f" through index {row['key']}" if given(row.get("key")) else "")
+            + (f" ({row['Extra']})" if given(row.get("Extra")) else "") for row in rows)
+
     def now_sql(self) -> str:
         return "SELECT CURRENT_TIMESTAMP(6)"  # the clock an updated_at column's default uses
 
@@ -313,8 +339,39 @@ class PostgresDialect(Dialect):
         # on disk beyond work_mem) and a HashAggregate the planner already expects to spill to disk.
         return any(PG_SORT_NODE.search(line) or PG_SPILLING_HASH.search(line) for line in plan)
 
+    @staticmethod
+    def plan_summary(plan: Sequence[str]) -> str:
+        nodes = _pg_aggregate_path([m for line in plan if (m := PG_NODE.match(line))])
+        if not nodes:
+            return ""
+        chain = " over ".join(m["node"] + (f" on {m['table']}" if m["table"] else "")
+                              + (f" using {m['index']}" if m["index"] else "") for m in nodes)
+        names = {m["node"] for m in nodes}
+        if "HashAggregate" in names:
+            verdict = "it groups the rows in a hash table, not in the index's order"
+        elif names & {"Sort", "Incremental Sort"}:
+            verdict = "it sorts the rows before grouping them"
+        elif "GroupAggregate" in names and names & {"Index Only Scan", "Index Scan"}:
+            verdict = "it reads the rows in the index's order and streams the groups, with no sort"
+        else:
+            verdict = "see the plan below"
+        return f"{chain}: {verdict}"
+
     def now_sql(self) -> str:
         return "SELECT LOCALTIMESTAMP"  # the clock a timestamp column's default now() uses
+
+
+def _pg_aggregate_path(nodes: list[re.Match[str]]) -> list[re.Match[str]]:
+    """From the first aggregate node down to the scan that feeds it (a bitmap scan with its index scan)."""
+    start = next((i for i, m in enumerate(nodes) if m["node"].endswith("Aggregate")), None)
+    if start is None:
+        return []
+    path = []
+    for m in nodes[start:]:
+        path.append(m)
+        if "Scan" in m["node"] and not m["node"].startswith("Bitmap Heap"):
+            break
+    return path
 
 
 class SQLiteDialect(Dialect):

@@ -7,8 +7,9 @@
     ├── UsageError                  exit 2: a command-line argument is wrong
     ├── LockHeld                    exit 75: another run holds the refresh lock
     ├── SchemaError                 exit 1: a table is missing or has the wrong shape
-    ├── SourceError                 exit 1: a source table or column the rollup reads is missing
-    ├── DatabaseUnavailable         exit 1: the database cannot be reached
+    ├── SourceError                 exit 2: a source table or column the rollup reads is missing
+    │                                       (the configuration names data that is not there)
+    ├── DatabaseUnavailable         exit 69: the database cannot be reached (EX_UNAVAILABLE)
     ├── PrivilegeMissing            exit 1: the database user may not do what the command needs
     ├── RefreshFailed               exit 1: a refresh step failed; live tables are untouched
     └── VerifyMismatch              exit 1: summaries and raw data disagree
@@ -21,6 +22,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE, as 75 is EX_TEMPFAIL
 EXIT_LOCKED = 75
 
 
@@ -62,11 +64,15 @@ class SchemaError(SummarizerError):
 
 
 class SourceError(SummarizerError):
-    """A source table or column the rollup reads does not exist."""
+    """A source table or column the rollup reads does not exist: the [source] settings or the data are wrong."""
+
+    exit_code = EXIT_USAGE
 
 
 class DatabaseUnavailable(SummarizerError):
     """The database cannot be reached."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class PrivilegeMissing(SummarizerError):

@@ -1,9 +1,14 @@
 """Log setup for the commands: plain lines for people and cron, or one JSON object per line.
 
 ``--log-format json`` is for log shippers (journald, Vector, Fluent Bit, Loki): each record is one
-line holding ``time`` (ISO 8601, UTC), ``level``, ``logger`` and ``message``, plus any ``extra``
-fields the code logged (``event``, ``mode``, ``run_id``, ``status``, ``next_run`` ...) and
-``exception`` when there is a traceback.
+line holding ``time`` (ISO 8601, UTC, with its offset), ``level``, ``logger``, ``message``, ``event``
+(what happened: ``run_started``, ``run_finished``, ``next_run`` ... or, for a line that names none,
+the module that logged it: ``refresh``, ``lock``, ...) and ``run_id`` (the run in ``summarizer_runs``
+the line belongs to; null before a run has one), plus any other ``extra`` fields the code logged
+(``mode``, ``status``, ``next_run`` ...) and ``exception`` when there is a traceback.
+
+``summarizer serve --log-format json`` gives uvicorn's access and error lines the same form
+(:func:`uvicorn_log_config`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+current_run_id: int | None = None  # set by runs.RunLog.start: one run at a time per process
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
@@ -31,6 +39,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "event": record.name.rsplit(".", 1)[-1], "run_id": current_run_id,
         }
         entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
         if record.exc_info:
@@ -70,3 +79,16 @@ def setup_logging(quiet: bool, verbose: bool, fmt: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # APScheduler narrates every job at INFO; summarizer's own lines say what happened
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def uvicorn_log_config(fmt: str) -> dict[str, Any] | None:
+    """uvicorn's ``log_config``: None keeps uvicorn's own text lines; "json" makes its error and access
+    lines JSON objects like ours (the access line's request fields in ``message``)."""
+    if fmt != "json":
+        return None
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"json": {"()": JsonFormatter}},
+            "handlers": {"json": handler},
+            "loggers": {name: {"handlers": ["json"], "level": "INFO", "propagate": False}
+                        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}}

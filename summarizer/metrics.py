@@ -24,14 +24,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
@@ -60,59 +60,47 @@ class Outcome:
     rows: Mapping[str, int | None] = field(default_factory=dict)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}" if labels else ""
-
-
-def _family(name: str, help_: str, samples: list[tuple[Mapping[str, str], float]]) -> list[str]:
+def _gauge(registry: CollectorRegistry, name: str, help_: str, samples: list[tuple[Mapping[str, str], float]]) -> None:
+    """One gauge family in ``registry``; none when there is nothing to say (an absent metric, not a made-up 0)."""
     if not samples:
-        return []
-    return [f"# HELP {name} {help_}", f"# TYPE {name} gauge",
-            *(f"{name}{_labels(labels)} {value:.17g}" for labels, value in samples)]
+        return
+    gauge = Gauge(name, help_, sorted(samples[0][0]), registry=registry)
+    for labels, value in samples:
+        (gauge.labels(**labels) if labels else gauge).set(value)
+
+
+def registry(outcome: Outcome) -> CollectorRegistry:
+    """The metrics of ``outcome`` in a registry of their own (never the process-wide default one)."""
+    o, found = outcome, CollectorRegistry(auto_describe=False)
+    _gauge(found, "summarizer_last_run_success", "1 if the last refresh succeeded, else 0.",
+           [({}, float(o.status == SUCCEEDED))])
+    _gauge(found, "summarizer_last_run_status", "1 for the status the last refresh ended in.",
+           [({"status": s}, float(o.status == s)) for s in STATUSES])
+    _gauge(found, "summarizer_last_run_info", "The last refresh's mode and summarizer's version.",
+           [({"mode": o.mode, "version": __version__}, 1.0)])
+    _gauge(found, "summarizer_last_run_id", "Id of the last refresh in the run history table.",
+           [({}, float(o.run_id))] if o.run_id is not None else [])
+    _gauge(found, "summarizer_last_run_timestamp_seconds", "When the last refresh ended (Unix time).",
+           [({}, o.finished_at)])
+    _gauge(found, "summarizer_last_run_duration_seconds", "How long the last refresh took.", [({}, o.duration)])
+    _gauge(found, "summarizer_last_run_step_seconds", "Seconds the last refresh spent in each step.",
+           [({"step": step}, seconds) for step, seconds in o.steps.items()])
+    _gauge(found, LAST_SUCCESS, "When the last successful refresh ended (Unix time).",
+           [({}, o.last_success_at)] if o.last_success_at is not None else [])
+    _gauge(found, "summarizer_tier_rows", "Rows per summary tier as of the last successful refresh.",
+           [({"tier": tier}, float(n)) for tier, n in o.rows.items() if n is not None])
+    return found
 
 
 def render(outcome: Outcome) -> str:
     """The Prometheus text exposition of ``outcome``."""
-    o = outcome
-    lines = [
-        *_family("summarizer_last_run_success", "1 if the last refresh succeeded, else 0.",
-                 [({}, float(o.status == SUCCEEDED))]),
-        *_family("summarizer_last_run_status", "1 for the status the last refresh ended in.",
-                 [({"status": s}, float(o.status == s)) for s in STATUSES]),
-        *_family("summarizer_last_run_info", "The last refresh's mode and summarizer's version.",
-                 [({"mode": o.mode, "version": __version__}, 1.0)]),
-        *_family("summarizer_last_run_id", "Id of the last refresh in the run history table.",
-                 [({}, float(o.run_id))] if o.run_id is not None else []),
-        *_family("summarizer_last_run_timestamp_seconds", "When the last refresh ended (Unix time).",
-                 [({}, o.finished_at)]),
-        *_family("summarizer_last_run_duration_seconds", "How long the last refresh took.", [({}, o.duration)]),
-        *_family("summarizer_last_run_step_seconds", "Seconds the last refresh spent in each step.",
-                 [({"step": step}, seconds) for step, seconds in o.steps.items()]),
-        *_family(LAST_SUCCESS, "When the last successful refresh ended (Unix time).",
-                 [({}, o.last_success_at)] if o.last_success_at is not None else []),
-        *_family("summarizer_tier_rows", "Rows per summary tier as of the last successful refresh.",
-                 [({"tier": tier}, float(n)) for tier, n in o.rows.items() if n is not None]),
-    ]
-    return "\n".join(lines) + "\n"
+    return generate_latest(registry(outcome)).decode("utf-8")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then move it over ``path`` in one step."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_file(path: Path, outcome: Outcome) -> None:
+    """``write_to_textfile``: written beside ``path``, then renamed over it in one step; readable by all."""
+    write_to_textfile(str(path), registry(outcome))
+    os.chmod(path, 0o644)  # node_exporter usually runs as another user; the umask may have said otherwise
 
 
 def _unix(value: dt.datetime | None) -> float | None:
@@ -123,10 +111,11 @@ def _unix(value: dt.datetime | None) -> float | None:
 def previous_success(path: Path) -> float | None:
     """The last-success timestamp an earlier write left in ``path``, for when the database is down."""
     try:
-        found = re.search(rf"^{LAST_SUCCESS} (\S+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
-    except OSError:
+        families = list(text_string_to_metric_families(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
         return None
-    return float(found.group(1)) if found else None
+    values = [s.value for f in families for s in f.samples if s.name == LAST_SUCCESS]
+    return values[0] if values else None
 
 
 def collect(app: Summarizer, path: Path, mode: str, status: str, started: float, run: Run | None) -> Outcome:
@@ -184,7 +173,7 @@ def observed(app: Summarizer, path: Path | None, mode: str, refresh: Callable[[]
 
 def _write(path: Path, outcome: Outcome) -> None:
     try:
-        write_atomic(path, render(outcome))
+        write_file(path, outcome)
     except OSError as exc:
         log.error("cannot write the metrics file %s: %s", path, exc)
 

@@ -9,7 +9,7 @@ import click
 
 from .app import Status
 from .runs import Run
-from .verify import VerifyReport
+from .verify import MonthReport, VerifyReport
 
 
 def duration(seconds: float | None) -> str:
@@ -60,12 +60,32 @@ def status_text(status: Status) -> str:
     return "\n".join(lines)
 
 
-def verify_text(report: VerifyReport) -> str:
-    head = (f"verified {report.months} months x {report.metrics} metrics, {report.raw_rows} raw rows, "
-            f"total {report.raw_total}" + ("" if report.exact else " (REAL values: compared to 1e-9)"))
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def verify_text(report: VerifyReport, command: str = "summarizer") -> str:
+    """One line per month that disagrees, then the command that repairs them (``command``: how to call us)."""
+    head = (f"verified {plural(report.months, 'month')} x {plural(report.metrics, 'metric')}, "
+            f"{plural(report.raw_rows, 'raw row')}, total {report.raw_total}"
+            + ("" if report.exact else " (REAL values: compared to 1e-9)"))
     if report.ok:
         return f"{head}: every tier matches the raw data"
-    return "\n".join([f"{head}: {len(report.mismatches)} mismatch(es)", *(f"  {m}" for m in report.mismatches)])
+    months = report.by_month()
+    verb = "disagrees" if len(months) == 1 else "disagree"
+    lines = [f"{head}: {plural(len(months), 'month')} {verb} with the raw data "
+             f"({plural(len(report.mismatches), 'tier x month x metric total')} differ)"]
+    lines += [f"  {month_line(m)}" for m in months]
+    lines.append(f"repair: {command} refresh --months {report.repair_months()}   (then verify again)")
+    return "\n".join(lines)
+
+
+def month_line(month: MonthReport) -> str:
+    tiers = "; ".join(f"{tier} {value} in {rows} rows (difference {dv:+}, {dn:+} rows)"
+                      for (tier, (value, rows)), (dv, dn) in zip(month.found.items(), month.differences().values(),
+                                                                 strict=True))
+    return (f"{month.month:%Y-%m}: raw {month.raw[0]} in {month.raw[1]} rows; {tiers}; "
+            f"metrics {', '.join(month.metrics)}")
 
 
 class BarProgress:

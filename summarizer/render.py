@@ -1,16 +1,18 @@
 """Render the DDL and refresh SQL as files a DBA can read or run by hand (``sql/<dialect>/``).
 
 The files are generated from the same builders the refresh runs, with the default configuration;
-``tests/test_sql_files.py`` fails when they drift from the code. Regenerate with::
+``tests/test_generated_files.py`` fails when they drift from the code. Regenerate with::
 
     python -m summarizer.render sql
 
-It also writes ``config.ini.example`` (every setting, from ``config.SETTINGS``) beside ``sql/``.
+It also writes ``config.ini.example`` (every setting, from ``config.SETTINGS``) beside ``sql/``, and
+the cron and systemd files (``units.py``) into ``scripts/`` beside it. ``summarizer sql`` prints the
+same SQL rendered for the user's own configuration, from an installed package.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,16 +21,18 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import version
+from . import __version__, version
 from .config import Config, example_ini, load_config
 from .ddl import ddl, render_all, sorted_indexes
 from .dialects import DIALECTS, Dialect
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, source_from_config
 from .rollup import Rollup
+from .units import Paths, files
 
 RENDERED = {"mysql": "mysql+pymysql://", "postgresql": "postgresql+psycopg://"}
 HEADER = "-- Rendered by summarizer from its code with the default configuration; do not edit.\n" \
          "-- Regenerate with: python -m summarizer.render sql\n"
+FILES = ("schema.sql", "refresh_full.sql", "refresh_month.sql", "verify.sql")
 
 
 def _dialect(name: str) -> Dialect:
@@ -96,19 +100,28 @@ def verify_file(dialect: Dialect, schema: Schema, rollup: Rollup) -> str:
     return f"{HEADER}-- What `summarizer verify` compares: each tier's totals must equal the raw ones.\n\n{body}\n"
 
 
+def default_config() -> Config:
+    return load_config(Path("/nonexistent/summarizer.ini"), {})
+
+
 def render(name: str, config: Config | None = None) -> dict[str, str]:
-    """File name -> content, for one dialect."""
-    config = config or load_config(Path("/nonexistent/summarizer.ini"), {})
+    """File name -> content, for one dialect (``config``: the user's; default: the defaults)."""
+    header = HEADER if config is None else (
+        f"-- Rendered by summarizer {__version__} for the configuration {config.path} "
+        "(and the SUMMARIZER_* environment).\n")
+    config = config or default_config()
     dialect = _dialect(name)
     schema, source = Schema(config), source_from_config(config)
     rollup = Rollup(source, schema, month=literal_column(dialect.SCRIPT_MONTH))
-    return {"schema.sql": schema_file(dialect, schema), "refresh_full.sql": full_refresh_file(dialect, schema, rollup),
-            "refresh_month.sql": month_refresh_file(dialect, schema, rollup),
-            "verify.sql": verify_file(dialect, schema, rollup)}
+    rendered = {"schema.sql": schema_file(dialect, schema),
+                "refresh_full.sql": full_refresh_file(dialect, schema, rollup),
+                "refresh_month.sql": month_refresh_file(dialect, schema, rollup),
+                "verify.sql": verify_file(dialect, schema, rollup)}
+    return {file: content.replace(HEADER, header, 1) for file, content in rendered.items()}
 
 
 def write(root: Path) -> list[Path]:
-    """Write ``sql/<dialect>/*.sql`` under ``root`` and ``config.ini.example`` beside it."""
+    """Write ``sql/<dialect>/*.sql`` under ``root``, ``config.ini.example`` and ``scripts/`` beside it."""
     example = root.parent / "config.ini.example"
     example.write_text(example_ini(), encoding="utf-8")
     written = [example]
@@ -118,9 +131,25 @@ def write(root: Path) -> list[Path]:
         for file, content in render(name).items():
             (folder / file).write_text(content, encoding="utf-8")
             written.append(folder / file)
+    scripts = root.parent / "scripts"
+    for file, content in files(default_config(), Paths()).items():
+        (scripts / file).write_text(content, encoding="utf-8")
+        written.append(scripts / file)
     return written
 
 
-if __name__ == "__main__":
-    for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else "sql")):
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m summarizer.render",
+        description="Write the files generated from the code into a checkout: SQL_DIR/<dialect>/*.sql, and "
+                    "config.ini.example and scripts/ (cron, systemd) beside SQL_DIR.")
+    parser.add_argument("sql_dir", nargs="?", default="sql", metavar="SQL_DIR", help="default: sql")
+    root = Path(parser.parse_args(argv).sql_dir)
+    if not (root.parent / "pyproject.toml").is_file():
+        parser.error(f"{root.resolve().parent} is not a summarizer checkout (no pyproject.toml): nothing written")
+    for path in write(root):
         print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -182,6 +182,11 @@ class Rollup:
         month = self.source.financials.c[self.source.month.name]
         return select(month).distinct().order_by(month)
 
+    def months_present(self, months: Sequence[dt.date]) -> Select[Any]:
+        """Which of ``months`` the raw table has rows for."""
+        month = self.source.financials.c[self.source.month.name]
+        return select(month).distinct().where(month.in_(list(months)))
+
     def source_months_by_lookups(self) -> Select[Any]:
         """The same months, one index lookup each (``MIN(month) WHERE month > previous``, recursively).
 

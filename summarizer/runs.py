@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, Table, insert, select, update
 
-from . import __version__
+from . import __version__, logs
 from .secrets import redact
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
@@ -64,8 +64,8 @@ class Run:
 
     def as_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        for key in ("started_at", "finished_at", "data_as_of"):
-            data[key] = data[key].isoformat() if data[key] else None
+        for key in ("started_at", "finished_at", "data_as_of"):  # naive UTC in the database; say so
+            data[key] = data[key].replace(tzinfo=dt.UTC).isoformat() if data[key] else None
         data["duration_seconds"] = self.duration()
         return data
 
@@ -85,6 +85,7 @@ class RunLog:
                   "version": __version__}
         with self.engine.begin() as conn:
             run_id = conn.execute(insert(self.table).values(values)).inserted_primary_key[0]  # type: ignore[index]
+        logs.current_run_id = int(run_id)  # every log line from here on carries it (logs.RunFields)
         return Run(id=int(run_id), **values)  # type: ignore[arg-type]
 
     def finish(self, run: Run, status: str, error: str | None = None) -> None:

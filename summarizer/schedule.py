@@ -41,6 +41,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import logs
 from .errors import ConfigError, LockHeld, SummarizerError
 from .metrics import observed
 from .output import duration
@@ -212,6 +213,7 @@ class Foreground:
 def refresh_job(app: Summarizer, mode: str, metrics_file: Path | None) -> Callable[[], str]:
     """One scheduled refresh of ``mode`` (full or changed). Never raises: the outcome is logged."""
     def job() -> str:
+        logs.current_run_id = None  # until this run has its record
         log.info("%s refresh starting", mode, extra={"event": "run_started", "mode": mode})
         started = time.perf_counter()
         try:
@@ -236,6 +238,7 @@ def refresh_job(app: Summarizer, mode: str, metrics_file: Path | None) -> Callab
 def _outcome(level: int, mode: str, status: str, message: str, **extra: Any) -> str:
     log.log(level, "%s refresh %s", mode, message,
             extra={"event": "run_finished", "mode": mode, "status": status, **extra})
+    logs.current_run_id = None  # the lines between runs belong to none
     return status
 
 

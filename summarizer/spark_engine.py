@@ -20,7 +20,7 @@ marketplace plus the ``ALL`` rows from those; tier 3 from tier 2's ``ALL`` rows.
 (at most 38 digits in Spark; ANSI mode turns an overflow into an error, never a NULL) and
 ``refreshed_at`` is the run's start time.
 
-pyspark is optional (``summarizer[spark]``): it is imported only when the engine runs.
+pyspark is optional (``summarizer-tiers[spark]``): it is imported only when the engine runs.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPARK = "spark"
-EXTRA = "summarizer[spark]"
+EXTRA = "summarizer-tiers[spark]"
 STAGE_SUFFIX = "__stage"
 MAX_PRECISION = 38  # Spark's widest DECIMAL
 # What Spark's launcher accepts (anything else only makes it exit before pyspark can say why), and Connect.

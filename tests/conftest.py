@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +140,23 @@ def app_factory(tmp_path: Path) -> Iterator[object]:
     yield factory
     for app in made:
         app.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line per skip reason (a missing server skips a hundred tests for one reason); ``-ra`` lists each."""
+    if set(config.option.reportchars or "") & {"a", "A", "s"}:
+        return
+    reasons = Counter(_skip_reason(report) for report in terminalreporter.stats.get("skipped", []))
+    if reasons:
+        terminalreporter.write_sep("=", "skipped (pytest -ra lists each test)")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:>4} skipped: {reason}")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

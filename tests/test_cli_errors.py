@@ -30,7 +30,7 @@ def test_missing_raw_table(db_url):
     assert summarizer("init", env=env).returncode == 0
     before = tables(db_url)
     result = summarizer("refresh", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # the configuration names a table that is not there
     assert "table financials does not exist" in result.stderr and "[source]" in result.stderr
     assert tables(db_url) == before
 
@@ -42,7 +42,7 @@ def test_missing_source_column(db_url):
     env = env_for(db_url, source_value_column="amount")
     before = tables(db_url)
     result = summarizer("init", "--source-indexes", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "table financials has no column amount" in result.stderr
     assert tables(db_url) == before
 
@@ -58,7 +58,7 @@ def test_refresh_before_init_says_run_init(db_url):
 def test_unreachable_database(tmp_path):
     env = env_for(create_engine("mysql+pymysql://root@127.0.0.1:1/test").url)
     result = summarizer("status", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 69
     assert "cannot connect to mysql+pymysql://root@127.0.0.1:1/test" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -95,7 +95,7 @@ def test_malformed_arguments(db_url, args, expected):
     assert tables(db_url) == before
 
 
-def test_verify_exits_1_and_prints_each_mismatch(db_url):
+def test_verify_exits_1_and_prints_one_line_per_month_and_the_repair(db_url):
     engine = create_engine(db_url)
     load(engine, random_dataset(rows=200))
     env = env_for(db_url)
@@ -109,5 +109,8 @@ def test_verify_exits_1_and_prints_each_mismatch(db_url):
     engine.dispose()
     bad = summarizer("verify", env=env)
     assert bad.returncode == 1
-    assert "tier 3 (category): 2024-02 revenue: raw has value" in bad.stdout
-    assert "1 mismatch(es)" in bad.stdout
+    lines = bad.stdout.splitlines()
+    assert "1 month disagrees with the raw data" in lines[0]
+    assert lines[1].startswith("  2024-02: raw ") and "tier 3 (category)" in lines[1] and "metrics revenue" in lines[1]
+    assert "(difference +" in lines[1] and "+0 rows)" in lines[1]
+    assert lines[2].startswith("repair: summarizer refresh --months 2024-02") and len(lines) == 3

@@ -8,7 +8,8 @@ import pytest
 
 from summarizer.config import SETTINGS, example_ini
 from summarizer.reference import cli_reference, config_reference, render_docs
-from summarizer.render import RENDERED, render
+from summarizer.render import RENDERED, default_config, render
+from summarizer.units import Paths, files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +19,13 @@ def test_sql_files_match_the_code(dialect):
     for name, content in render(dialect).items():
         path = ROOT / "sql" / dialect / name
         assert path.exists(), f"{path} is missing: run python -m summarizer.render sql"
+        assert path.read_text(encoding="utf-8") == content, f"{path} drifted: run python -m summarizer.render sql"
+
+
+def test_scripts_match_the_package():
+    """scripts/ holds what `summarizer schedule --print-cron/--print-systemd` print, with the default paths."""
+    for name, content in files(default_config(), Paths()).items():
+        path = ROOT / "scripts" / name
         assert path.read_text(encoding="utf-8") == content, f"{path} drifted: run python -m summarizer.render sql"
 
 
@@ -94,4 +102,5 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv .venv"))
     assert f"\n{command}\n" in readme
+    assert "'.[all,spark,spark-connect,test]'" in command, "the test command installs the runtime and test extras"
     assert "SUMMARIZER_TEST_MYSQL_URL" in ci and "SUMMARIZER_TEST_POSTGRES_URL" in ci

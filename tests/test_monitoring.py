@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 
-from summarizer.metrics import Outcome, render, write_atomic
+from summarizer.metrics import Outcome, render, write_file
 
 from .conftest import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
@@ -154,7 +154,7 @@ def test_an_unreachable_database_writes_failed_and_keeps_the_last_success_from_t
     app.close()
     unreachable = env_for(make_url("mysql+pymysql://root@127.0.0.1:1/test"))
     result = summarizer("refresh", "-q", "--metrics-file", str(path), env=unreachable)
-    assert result.returncode == 1 and "cannot connect" in result.stderr
+    assert result.returncode == 69 and "cannot connect" in result.stderr
     got = samples(path)
     assert got[("summarizer_last_run_status", (("status", "failed"),))] == 1
     assert ("summarizer_last_run_id", ()) not in got
@@ -188,11 +188,12 @@ def test_write_atomic_moves_a_complete_file_into_place(tmp_path):
     path = tmp_path / "summarizer.prom"
     path.write_text("old complete content\n")
     with path.open() as reader:                     # a collector that opened the old file mid-write
-        first = render(Outcome(mode="full", status="succeeded", finished_at=1.7e9, duration=3.5,
-                               steps={"tier1": 1.25}, last_success_at=1.7e9, rows={"asin": 10}))
-        write_atomic(path, first)
+        outcome = Outcome(mode="full", status="succeeded", finished_at=1.7e9, duration=3.5,
+                          steps={"tier1": 1.25}, last_success_at=1.7e9, rows={"asin": 10})
+        write_file(path, outcome)
         assert reader.read() == "old complete content\n"   # it still reads the old file whole: a new inode
-    assert path.read_text() == first
+    assert path.read_text() == render(outcome)
+    assert path.stat().st_mode & 0o777 == 0o644
     assert sorted(os.listdir(tmp_path)) == ["summarizer.prom"]
 
 

@@ -224,9 +224,11 @@ def test_runs_one_at_a_time_survive_a_failed_run_and_skip_when_the_lock_is_held(
     proc.wait_for(lambda: len(with_status(url, "succeeded")) >= 2, "two successful runs")
 
     execute(url, f"CREATE VIEW {BLOCKER} AS SELECT 1 AS x")   # the next run fails after it has started
-    failed = proc.wait_for(lambda: with_status(url, "failed"), "a failed run")[0]
+    # a run ends in this order: its record, the metrics file, then the run_finished line; so wait for
+    # the line, the last of the three (waiting for the record raced the line and the file)
+    proc.wait_for(lambda: proc.count(event="run_finished", status="failed") >= 1, "a failed run's log line")
+    failed = with_status(url, "failed")[0]
     assert BLOCKER in failed["error"]
-    assert proc.count(event="run_finished", status="failed") >= 1
     assert metric(metrics, "summarizer_last_run_success") == 0
     execute(url, f"DROP VIEW {BLOCKER}")
     proc.wait_for(lambda: with_status(url, "succeeded", after=failed["id"]), "a success after the failure")
@@ -280,11 +282,11 @@ def test_bad_schedule_settings_exit_2_before_anything_runs(tmp_path, settings, m
     assert message in result.stderr
 
 
-def test_an_unreachable_database_at_start_exits_1(tmp_path):
+def test_an_unreachable_database_at_start_exits_69(tmp_path):
     env = env_for(make_url("mysql+pymysql://root@127.0.0.1:1/test"))
     result = subprocess.run([sys.executable, "-m", "summarizer", "schedule"], env=env,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "cannot connect" in result.stderr
+    assert result.returncode == 69 and "cannot connect" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -99,13 +99,13 @@ def test_setup_fails_loudly_and_says_at_which_step(tmp_path):
     assert run([str(SCRIPTS / "setup"), "--summarizer", str(tmp_path)]).returncode == 2
 
     unreachable = run(setup, env_for(UNREACHABLE))
-    assert unreachable.returncode == 1
+    assert unreachable.returncode == 69
     assert "cannot connect to mysql+pymysql://root@127.0.0.1:1/test" in unreachable.stderr
-    assert "setup FAILED at step 1 (check the configuration and the connection): exit 1" in unreachable.stderr
+    assert "setup FAILED at step 1 (check the configuration and the connection): exit 69" in unreachable.stderr
 
     url = make_sqlite(tmp_path)                             # a database without the source tables
     no_source = run(setup, env_for(url))
-    assert no_source.returncode == 1 and "table financials does not exist" in no_source.stderr
+    assert no_source.returncode == 2 and "table financials does not exist" in no_source.stderr
     assert "setup FAILED at step 1" in no_source.stderr and "== step 2" not in no_source.stdout
     assert inspect_tables(url) == []                        # nothing was created
 

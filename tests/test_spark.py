@@ -41,7 +41,7 @@ SPARK = {"refresh_engine": "spark", "spark_master": MASTER, "spark_shuffle_parti
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'summarizer[spark]'")
+    pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'summarizer-tiers[spark]'")
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master(MASTER).appName("summarizer-tests").config("spark.jars", JARS)
@@ -161,7 +161,7 @@ def _port_open(port: int) -> bool:
 @pytest.fixture(scope="module")
 def connect_url(tmp_path_factory) -> Iterator[str]:
     """A real Spark Connect server (the one pyspark ships, local[2] inside), started for this module."""
-    pytest.importorskip("grpc", reason="no Spark Connect client: pip install 'summarizer[spark-connect]'")
+    pytest.importorskip("grpc", reason="no Spark Connect client: pip install 'summarizer-tiers[spark-connect]'")
     import pyspark
 
     home, logs = Path(pyspark.__file__).parent, tmp_path_factory.mktemp("connect")
@@ -317,7 +317,7 @@ def test_without_pyspark_the_package_works_and_the_engine_names_the_extra(mysql_
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "needs pyspark" in result.stdout and "summarizer[spark]" in result.stdout
+    assert "needs pyspark" in result.stdout and "summarizer-tiers[spark]" in result.stdout
 
 
 def test_the_database_engine_stays_the_default(tmp_path):
