@@ -101,7 +101,7 @@ def test_sql_is_rendered_for_the_users_config(tmp_path):
     assert "FROM raw_fin" in result.output and "CREATE TABLE t1_asin" in result.output
     assert "FROM financials " not in result.output and str(config) in result.output
     one = invoke("sql", "--dialect", "mysql", "--file", "schema.sql")
-    assert one.exit_code == 0 and one.output.count("CREATE TABLE") == 4
+    assert one.exit_code == 0 and one.output.count("CREATE TABLE") == 5  # three tiers, the runs, the data version
     assert invoke("sql").exit_code == 2 and invoke("sql", "--dialect", "oracle").exit_code == 2
 
 
