@@ -23,6 +23,7 @@ from .config import Config
 from .ddl import InitPlan, apply, plan_init, require_tables
 from .dialects import Dialect, connect
 from .errors import DatabaseUnavailable
+from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
 from .plan import choose_plan
 from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
@@ -66,6 +67,7 @@ class Summarizer:
 
     def __init__(self, config: Config, *, pool_size: int = 5) -> None:
         self.config = config
+        check_names(config)  # before any table is described: two tiers under one name cannot even be modelled
         self.schema = Schema(config)
         self.source = source_from_config(config)
         self.rollup = Rollup(self.source, self.schema)
@@ -99,6 +101,7 @@ class Summarizer:
     # --- commands -------------------------------------------------------------------------------
     def init(self, *, source_indexes: bool = False, dry_run: bool = False) -> InitPlan:
         """Create what is missing; with ``dry_run`` only return the statements."""
+        check_before_write(self.dialect, self.config, self.schema)
         plan = plan_init(self.dialect, self.schema, self.source, source_indexes=source_indexes)
         if not dry_run:
             apply(self.dialect, plan)

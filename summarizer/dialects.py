@@ -32,6 +32,7 @@ class Dialect:
     TRANSACTIONAL_DDL = True        # the swap runs as one transaction
     INDEX_NAMES_PER_TABLE = False   # index names are unique per table, not per schema
     LOOSE_INDEX_SCAN = False        # SELECT DISTINCT on an index's first column skips from value to value
+    MAX_NAME_LENGTH = 0             # longest table or index name (0: no limit that matters)
     TRANSIENT_CODES: frozenset[object] = frozenset()
     LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
     UTC_NOW = "CURRENT_TIMESTAMP"   # SQL for the current UTC time, in the hand-run sql/ files
@@ -152,6 +153,7 @@ class MySQLDialect(Dialect):
     name = "mysql"
     TRANSACTIONAL_DDL = False       # DDL commits implicitly; RENAME TABLE of many tables is atomic instead
     INDEX_NAMES_PER_TABLE = True
+    MAX_NAME_LENGTH = 64
     LOOSE_INDEX_SCAN = True         # and its recursive-CTE spelling takes a full scan per step (MariaDB 10.11)
     # deadlock, lock wait timeout, server gone away, lost connection, can't connect,
     # connection killed (MariaDB), server shutdown in progress, query interrupted
@@ -242,6 +244,7 @@ class MySQLDialect(Dialect):
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    MAX_NAME_LENGTH = 63            # longer names are cut silently (NAMEDATALEN - 1), so two could become one
     # serialization failure, deadlock, lock not available, admin shutdown, crash shutdown,
     # cannot connect now, connection exceptions
     TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03",

@@ -4,10 +4,12 @@
 
     SummarizerError                 exit 1: something failed; the message says what to do next
     ├── ConfigError                 exit 2: the configuration is wrong (file, section, key named)
+    │   └── TableClash              exit 2: a configured table name is taken by a table of another shape
     ├── UsageError                  exit 2: a command-line argument is wrong
     ├── LockHeld                    exit 75: another run holds the refresh lock
     ├── SchemaError                 exit 1: a table is missing or has the wrong shape
     ├── SourceError                 exit 1: a source table or column the rollup reads is missing
+    │   └── SourceDataError         exit 1: source rows the rollup cannot sum as they are (bad month, duplicates)
     ├── DatabaseUnavailable         exit 1: the database cannot be reached
     ├── RefreshFailed               exit 1: a refresh step failed; live tables are untouched
     └── VerifyMismatch              exit 1: summaries and raw data disagree
@@ -60,8 +62,18 @@ class SchemaError(SummarizerError):
     """A summary or bookkeeping table is missing or has the wrong shape."""
 
 
+class TableClash(ConfigError, SchemaError):
+    """A table exists under a configured summary name with another shape: it is never renamed or dropped.
+
+    A configuration error (exit 2: the name in [summary] is what to change) and a schema error."""
+
+
 class SourceError(SummarizerError):
     """A source table or column the rollup reads does not exist."""
+
+
+class SourceDataError(SourceError):
+    """Source rows that the rollup cannot sum as they are; the message names table, column and an example."""
 
 
 class DatabaseUnavailable(SummarizerError):

@@ -22,13 +22,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Delete, Executable, Insert, func, inspect, select, text
+from sqlalchemy import Connection, Delete, Executable, Insert, Table, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TableClause
@@ -38,7 +38,8 @@ from . import spark_engine
 from .config import Config
 from .ddl import check_source, ddl, require_tables, sorted_indexes
 from .dialects import Dialect
-from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SummarizerError
+from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SummarizerError, TableClash
+from .guards import check_before_write, foreign_tables
 from .lock import RunLock, make_lock
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers
 from .plan import Plan, choose_plan
@@ -120,7 +121,10 @@ class Refresher:
             lock.release()
 
     def _preflight(self, request: Request) -> None:
-        if spark_engine.enabled(self.config):
+        spark = spark_engine.enabled(self.config)
+        check_before_write(self.dialect, self.config, self.schema,
+                           value_precision_cap=spark_engine.MAX_PRECISION if spark else 0)
+        if spark:
             spark_engine.preflight(self, request)  # checks the source the config names (maybe not this database)
         else:
             check_source(self.dialect, self.source)
@@ -331,6 +335,7 @@ class Refresher:
         probes = [self.rollup.probe(t) for t in live]
         leftovers = [t.name + suffix for t in live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
         creates = [ddl(CreateTable(t), self.engine.dialect) for t in shadow]  # secondary indexes come after the load
+        self._refuse_foreign([*shadow, *self.schema.tiers(OLD_SUFFIX)], "dropping the leftovers of an earlier run")
         self.execute("prepare", [*probes, *(self.dialect.drop_table_if_exists(name) for name in leftovers), *creates])
 
     def _full_months(self, shadow: Tiers, plan: Plan, stamp: dt.datetime) -> list[dt.date]:
@@ -388,6 +393,9 @@ class Refresher:
                 if first and not shadows & self._table_names():
                     log.warning("swap: already done by an attempt whose reply was lost")
                     return
+                if first:
+                    self._refuse_foreign([*(t for pair in pairs for t in pair), *self.schema.tiers(OLD_SUFFIX)],
+                                         "the swap")
                 self._swap_phase(phase)
             for attempt in range(1, cfg.swap_attempts + 1):
                 try:
@@ -399,6 +407,15 @@ class Refresher:
                     log.warning("swap: waited %ss for readers to release the tables (try %d of %d); trying again",
                                 cfg.swap_lock_timeout, attempt, cfg.swap_attempts)
                     time.sleep(min(1.0, cfg.swap_lock_timeout / 3))
+
+    def _refuse_foreign(self, tables: Iterable[Table], doing: str) -> None:
+        """Raise unless each of ``tables`` that exists has the shape summarizer gives it: only such a table
+        is ever renamed or dropped, checked right before (a table can appear after the run's first check)."""
+        problems = foreign_tables(self.dialect, tables)
+        if problems:
+            raise TableClash(f"{doing} would rename or drop a table summarizer did not make: "
+                             + "; ".join(why for _, why in problems) + ". Nothing was renamed or dropped; "
+                             "rename that table, or point [summary] at other table names")
 
     def _swap_phase(self, statements: list[str]) -> None:
         with self.engine.connect() as conn:
