@@ -29,6 +29,7 @@ from .plan import choose_plan
 from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
 from .rollup import Rollup
 from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
+from .sourcedata import check_months
 from .verify import VerifyReport, verify
 
 
@@ -119,6 +120,7 @@ class Summarizer:
 
     def verify(self, months: Sequence[dt.date] | None = None) -> VerifyReport:
         self._require_tables()
+        check_months(self.dialect, self.source, "verify")
         return verify(self.dialect, self.rollup, self.schema.live(), months)
 
     def explain(self) -> dict[str, Any]:
@@ -135,6 +137,7 @@ class Summarizer:
 
     def status(self, limit: int = 10) -> Status:
         self._require_tables()
+        check_months(self.dialect, self.source, "status")  # the month count would be wrong (docs/data-rules.md)
         last = self.runs.last_success()
         age = (utcnow() - last.finished_at).total_seconds() if last and last.finished_at else None
         live = self.schema.live()

@@ -12,11 +12,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, String, Table, create_engine, event, extract, func, or_, text, type_coerce
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import ColumnElement
 
 from .model import OLD_SUFFIX
 
@@ -35,6 +36,7 @@ class Dialect:
     MAX_NAME_LENGTH = 0             # longest table or index name (0: no limit that matters)
     TRANSIENT_CODES: frozenset[object] = frozenset()
     LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
+    DUPLICATE_KEY_CODES: frozenset[object] = frozenset()
     UTC_NOW = "CURRENT_TIMESTAMP"   # SQL for the current UTC time, in the hand-run sql/ files
     SCRIPT_MONTH = "'2024-01-01'"   # how the hand-run sql/ files refer to the month they refresh
     SCRIPT_PREAMBLE = ""            # how those files set it
@@ -64,6 +66,9 @@ class Dialect:
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return self.error_code(exc) in self.LOCK_TIMEOUT_CODES
 
+    def is_duplicate_key(self, exc: BaseException) -> bool:
+        return self.error_code(exc) in self.DUPLICATE_KEY_CODES
+
     # --- the swap -----------------------------------------------------------------------------
     def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
         """Statements that put each ``(live, shadow)`` pair's shadow in place, in one transaction.
@@ -80,6 +85,11 @@ class Dialect:
 
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         return []
+
+    # --- source data --------------------------------------------------------------------------
+    def month_is_not_first_day(self, month: ColumnElement[Any]) -> ColumnElement[bool]:
+        """Raw rows whose month is NULL or not a month's first day (MariaDB's zero dates have day 0)."""
+        return or_(month.is_(None), extract("day", month) != 1)
 
     def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
         """After a rename the shadow's indexes still carry shadow names; give them the live ones."""
@@ -159,6 +169,7 @@ class MySQLDialect(Dialect):
     # connection killed (MariaDB), server shutdown in progress, query interrupted
     TRANSIENT_CODES = frozenset({1213, 1205, 2006, 2013, 2003, 1927, 1053, 1317})
     LOCK_TIMEOUT_CODES = frozenset({1205})
+    DUPLICATE_KEY_CODES = frozenset({1062})
     UTC_NOW = "UTC_TIMESTAMP()"
     SCRIPT_MONTH = "@month"
     SCRIPT_PREAMBLE = "SET @month = '2024-01-01';  -- the month to refresh: its first day"
@@ -250,6 +261,7 @@ class PostgresDialect(Dialect):
     TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03",
                                  "08000", "08003", "08006", "08001", "08004"})
     LOCK_TIMEOUT_CODES = frozenset({"55P03"})
+    DUPLICATE_KEY_CODES = frozenset({"23505"})
     UTC_NOW = "(now() AT TIME ZONE 'UTC')"
     SCRIPT_MONTH = "CAST(:'month' AS date)"
     SCRIPT_PREAMBLE = "\\set month '2024-01-01'  -- psql: the month to refresh, its first day"
@@ -330,9 +342,11 @@ class SQLiteDialect(Dialect):
     def engine_options() -> dict[str, Any]:
         return {"connect_args": {"timeout": 30}}
 
+    DUPLICATE_KEY_CODES = frozenset({"UNIQUE constraint failed"})
+
     def error_code(self, exc: BaseException) -> object:
         message = str(getattr(exc, "orig", exc))
-        return "database is locked" if "database is locked" in message else None
+        return next((code for code in ("database is locked", "UNIQUE constraint failed") if code in message), None)
 
     def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
         # SQLite cannot rename an index: drop the shadow-named one and build it under the live name
@@ -342,6 +356,11 @@ class SQLiteDialect(Dialect):
             statements.append(f"CREATE INDEX {self.quote(str(index.name))} ON {self.quote(live.name)} ({columns})")
         drops = [f"DROP INDEX {self.quote(str(i.name))}" for i in sorted(shadow.indexes, key=lambda i: str(i.name))]
         return drops + statements
+
+    def month_is_not_first_day(self, month: ColumnElement[Any]) -> ColumnElement[bool]:
+        # dates are text: strftime gives NULL for one that is not a date, so compare with its month's start
+        text_ = type_coerce(month, String)
+        return or_(month.is_(None), func.date(text_, "start of month").is_distinct_from(text_))
 
     def explain(self, conn: Connection, statement: ClauseElement) -> list[str]:
         rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {self.render(statement)}").fetchall()

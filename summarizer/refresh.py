@@ -45,6 +45,7 @@ from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers
 from .plan import Plan, choose_plan
 from .rollup import Rollup
 from .runs import FAILED, INTERRUPTED, SUCCEEDED, Run, RunLog
+from .sourcedata import check_months, duplicate_key_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +129,8 @@ class Refresher:
             spark_engine.preflight(self, request)  # checks the source the config names (maybe not this database)
         else:
             check_source(self.dialect, self.source)
+        if not spark or self.config.spark.source == "jdbc":  # the raw rows are in this database
+            check_months(self.dialect, self.source, "refresh")
         require_tables(self.dialect, self.schema)
         if request.mode in (SINCE, CHANGED) and self.source.updated_at is None:
             option = "--changed" if request.mode == CHANGED else "--since"
@@ -169,7 +172,7 @@ class Refresher:
             self._record(run, INTERRUPTED, "stopped by a signal before it finished")
             raise
         except Exception as exc:
-            reserved = self._reserved_label_message(exc, request.mode, months)
+            reserved = self._reserved_label_message(exc, request.mode, months) or self._duplicate_key_message(exc)
             message = reserved or _describe(exc)
             self._record(run, FAILED, message)
             if isinstance(exc, SummarizerError) and reserved is None:
@@ -198,6 +201,17 @@ class Refresher:
         return (f"the raw table {self.source.financials.name} has rows with marketplace '{found}'{equal}, the label "
                 "the summaries reserve for all marketplaces together: set [summary] all_marketplace to a label no "
                 "raw marketplace uses")
+
+    def _duplicate_key_message(self, exc: Exception) -> str | None:
+        """What to say instead of a bare duplicate key in a tier: which source rows gave two rows one key."""
+        if not isinstance(exc, IntegrityError) or not self.dialect.is_duplicate_key(exc):
+            return None
+        error = _describe(exc)
+        try:
+            return self._read("duplicate key check", lambda conn: duplicate_key_message(conn, self.source, error))
+        except Exception as found:  # the original error is still reported
+            log.warning("could not look for the source of a duplicate key: %s", _describe(found))
+            return None
 
     def _reserved_label_in_use(self, mode: str, months: Sequence[dt.date]) -> str | None:
         """A raw marketplace equal to the all-marketplaces label; looked for only after an integrity error.
