@@ -99,7 +99,8 @@ def months_message(source: Source, examples: Sequence[object], count: int, doing
 
 def duplicate_key_message(conn: Connection, source: Source, error: str) -> str:
     """What to say about a duplicate key in a tier: the source table with duplicate keys, or the collation."""
-    for table, key in ((source.products, source.product_asin), (source.brands, source.brand_id)):
+    for table, key in ((source.products, source.product_asin), (source.brands, source.brand_id),
+                       (source.categories, source.category_id)):
         column = table.c[key.name]
         example = conn.execute(select(column, func.count()).group_by(column).having(func.count() > 1).limit(1)).first()
         if example is not None:

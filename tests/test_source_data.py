@@ -129,3 +129,25 @@ def test_raw_keys_that_differ_in_case_only_are_explained(mysql_url):
     result = summarizer("refresh", env=env)
     assert result.returncode == 1, result.stderr
     assert "differ only in letter case" in result.stderr and "Duplicate entry" in result.stderr, result.stderr
+
+
+def test_a_dangling_category_id_is_unassigned_like_a_dangling_brand_id(db_url, app_factory):
+    """Brand 6's category 555 has no categories row: its rows count as unassigned (0), in every tier and in
+    status's unassigned share, as the rows of product brand 999 (no brands row) do."""
+    app = app_factory(db_url)
+    data = random_dataset(rows=300, huge=False)
+    assert data.brands[6] == 555 and 555 not in data.categories
+    load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    live = app.schema.live()
+    with app.dialect.engine.connect() as conn:
+        brand_categories = dict(conn.execute(select(live.brand.c.brand_id, live.brand.c.category_id).distinct()).all())
+        categories = set(conn.execute(select(live.category.c.category_id).distinct()).scalars())
+    assert brand_categories[6] == 0 and brand_categories.get(999, 0) == 0
+    assert 555 not in categories and 0 in categories
+    dangling_rows = sum(1 for r in data.rows if data.products.get(r["asin"]) == 6)
+    assert dangling_rows > 0
+    share = app.status().unassigned["rows_without_category"]
+    unassigned = sum(1 for r in data.rows if (data.products.get(r["asin"]) or 0) in (0, 4, 6, 999))
+    assert share == round(unassigned / len(data.rows), 6)
