@@ -87,6 +87,10 @@ class Dialect:
         return []
 
     # --- source data --------------------------------------------------------------------------
+    def view_base_tables(self, view: str) -> list[str]:
+        """The tables a view reads, where the catalogue says (none by default)."""
+        return []
+
     def month_is_not_first_day(self, month: ColumnElement[Any]) -> ColumnElement[bool]:
         """Raw rows whose month is NULL or not a month's first day (MariaDB's zero dates have day 0)."""
         return or_(month.is_(None), extract("day", month) != 1)
@@ -275,6 +279,13 @@ class PostgresDialect(Dialect):
 
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         return [f"SET LOCAL lock_timeout = '{int(seconds)}s'"]
+
+    def view_base_tables(self, view: str) -> list[str]:
+        # the SQL standard's view_table_usage, which MariaDB 10.11 and SQLite do not have
+        with self.engine.connect() as conn:
+            return list(conn.execute(text("SELECT DISTINCT table_name FROM information_schema.view_table_usage "
+                                          "WHERE view_name = :view AND view_schema = current_schema() "
+                                          "ORDER BY table_name"), {"view": view}).scalars())
 
     def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
         # CONCURRENTLY does not block writers, and cannot run inside a transaction

@@ -42,7 +42,7 @@ from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, S
 from .guards import check_before_write, foreign_tables
 from .lock import RunLock, make_lock
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers
-from .plan import Plan, choose_plan
+from .plan import Plan, choose_plan, index_advice
 from .rollup import Rollup
 from .runs import FAILED, INTERRUPTED, SUCCEEDED, Run, RunLog
 from .sourcedata import check_months, duplicate_key_message
@@ -446,8 +446,8 @@ class Refresher:
         statements = self.rollup.month_statements(list(live), run.stamp)
         spark = spark_engine.enabled(self.config)
         if months and not spark and not choose_plan(self.dialect, self.source).chunked:
-            log.warning("the raw table has no covering index: each month reads the whole table "
-                        "(run `summarizer init --source-indexes`)")
+            log.warning("the raw table has no covering index: each month reads the whole table. %s",
+                        index_advice(self.dialect, self.source))
         # spark: Spark computes the months into staging tables first; each month then moves in one transaction
         months_work = spark_engine.staged(self, run, months, check) if spark else \
             nullcontext(lambda m: self.replace_month(m, statements))

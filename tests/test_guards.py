@@ -176,3 +176,29 @@ def test_a_raw_scale_wider_than_the_summary_is_refused(scale_6_url):
 def test_a_summary_too_narrow_for_sums_is_refused(scale_6_url):
     result = summarizer("init", env=env_for(scale_6_url, summary_value_scale="6", summary_value_precision="20"))
     assert result.returncode == 2 and "key 'value_precision'" in result.stderr, result.stderr
+
+
+def test_a_view_as_raw_table_gets_advice_that_can_work(db_url):
+    engine = create_engine(db_url)
+    load(engine, random_dataset(rows=60, huge=False))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE VIEW financials_v AS SELECT * FROM financials"))
+    before = sorted(inspect(engine).get_table_names())
+    engine.dispose()
+    env = env_for(db_url, source_financials_table="financials_v")
+    result = summarizer("init", "--source-indexes", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "financials_v is a view, and a view cannot be indexed" in result.stderr, result.stderr
+    assert "CREATE INDEX" in result.stderr and "Traceback" not in result.stderr
+    if db_url.get_backend_name() == "postgresql":
+        assert " ON financials (" in result.stderr  # the catalogue names the base table
+    engine = create_engine(db_url)
+    assert sorted(inspect(engine).get_table_names()) == before
+    engine.dispose()
+    assert summarizer("init", env=env).returncode == 0
+    result = summarizer("refresh", "--months", "2024-01", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "is a view" in result.stderr and "--source-indexes" not in result.stderr, result.stderr
+    result = summarizer("refresh", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "is a view" in result.stderr and "--source-indexes" not in result.stderr, result.stderr
