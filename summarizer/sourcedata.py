@@ -73,8 +73,13 @@ def bad_months(conn: Connection, dialect: Dialect, source: Source) -> list[objec
     return sorted(found, key=lambda m: (m is None, str(m)))[:SHOWN]
 
 
-def check_months(dialect: Dialect, source: Source, doing: str) -> None:
-    """Raise SourceDataError naming the table, the column, examples and the number of rows whose month is bad."""
+def check_months(dialect: Dialect, source: Source, doing: str, *, only_if_indexed: bool = False) -> None:
+    """Raise SourceDataError naming the table, the column, examples and the number of rows whose month is bad.
+
+    ``only_if_indexed`` skips the check where no index leads with month (it would scan the raw table): for
+    status, which monitoring runs often; refresh and verify read the whole raw table anyway."""
+    if only_if_indexed and not _month_leads_an_index(dialect, source):
+        return
     with dialect.engine.connect() as conn:
         found = bad_months(conn, dialect, source)
         if not found:

@@ -35,7 +35,7 @@ def tier_rows(url):
 
 @pytest.fixture
 def refreshed(db_url):
-    """Source data whose month column allows NULL, refreshed once."""
+    """Source data whose month column allows NULL, with the covering index, refreshed once."""
     engine = create_engine(db_url)
     tables = source_tables()
     tables["financials"].c.month.nullable = True
@@ -43,8 +43,8 @@ def refreshed(db_url):
     load(engine, random_dataset(rows=120, huge=False))  # the tables exist: only the rows are added
     engine.dispose()
     env = env_for(db_url)
-    for command in ("init", "refresh"):
-        result = summarizer(command, env=env)
+    for command in (["init", "--source-indexes"], ["refresh"]):
+        result = summarizer(*command, env=env)
         assert result.returncode == 0, result.stderr
     return db_url
 
