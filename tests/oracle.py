@@ -62,8 +62,8 @@ class Dataset:
     months: list[dt.date]
     products: dict[str, int | None] = field(default_factory=dict)
     brands: dict[int, int | None] = field(default_factory=dict)
-    categories: list[int] = field(default_factory=lambda: [100, 101, 102])  # a brand's other category ids dangle
     rows: list[dict[str, Any]] = field(default_factory=list)
+    categories: list[int] = field(default_factory=lambda: [100, 101, 102])  # a brand's other category ids dangle
 
 
 def random_dataset(seed: int = 1, rows: int = 600, months: int = 4, *, huge: bool = True) -> Dataset:
