@@ -3,11 +3,14 @@ table, column and an example, through the real command, with the tiers left as t
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
+
+from summarizer.read import Reader
 
 from .conftest import env_for
 from .oracle import load, random_dataset, source_tables
@@ -151,3 +154,16 @@ def test_a_dangling_category_id_is_unassigned_like_a_dangling_brand_id(db_url, a
     share = app.status().unassigned["rows_without_category"]
     unassigned = sum(1 for r in data.rows if (data.products.get(r["asin"]) or 0) in (0, 4, 6, 999))
     assert share == round(unassigned / len(data.rows), 6)
+
+
+def test_the_read_api_lists_a_month_once_whatever_day_tier_rows_carry(db_url, app_factory):
+    """Tiers written before months were checked may hold a row dated 2024-02-15: /api/meta lists 2024-02 once."""
+    app = app_factory(db_url)
+    load(app.dialect.engine, random_dataset(rows=60, months=3, huge=False))
+    app.init()
+    app.refresh()
+    category = app.schema.live().category
+    with app.dialect.engine.begin() as conn:
+        conn.execute(category.insert().values(month=dt.date(2024, 2, 15), category_id=0, metric="revenue", value=1,
+                                              row_count=1, refreshed_at=dt.datetime(2024, 3, 1)))
+    assert Reader(app).meta()["months"] == ["2024-01", "2024-02", "2024-03"]
