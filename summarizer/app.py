@@ -24,6 +24,7 @@ from .config import Config
 from .ddl import InitPlan, apply, plan_init, require_tables
 from .dialects import Dialect, connect
 from .errors import ConfigError, DatabaseUnavailable
+from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
 from .plan import choose_plan
 from .privileges import named_privileges
@@ -31,6 +32,7 @@ from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
 from .rollup import Rollup
 from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
 from .secrets import redact_url
+from .sourcedata import check_months
 from .verify import VerifyReport, verify
 
 
@@ -74,6 +76,7 @@ class Summarizer:
 
     def __init__(self, config: Config, *, pool_size: int = 5) -> None:
         self.config = config
+        check_names(config)  # before any table is described: two tiers under one name cannot even be modelled
         self.schema = Schema(config)
         self.source = source_from_config(config)
         self.rollup = Rollup(self.source, self.schema)
@@ -128,6 +131,7 @@ class Summarizer:
     # --- commands -------------------------------------------------------------------------------
     def init(self, *, source_indexes: bool = False, dry_run: bool = False) -> InitPlan:
         """Create what is missing; with ``dry_run`` only return the statements."""
+        check_before_write(self.dialect, self.config, self.schema)
         with named_privileges(self.dialect, "init"):
             plan = plan_init(self.dialect, self.schema, self.source, source_indexes=source_indexes)
             if not dry_run:
@@ -147,6 +151,7 @@ class Summarizer:
 
     def verify(self, months: Sequence[dt.date] | None = None) -> VerifyReport:
         self._require_tables()
+        check_months(self.dialect, self.source, "verify")
         return verify(self.dialect, self.rollup, self.schema.live(), months)
 
     def months_without_raw_rows(self, months: Sequence[dt.date]) -> list[dt.date]:
@@ -169,6 +174,7 @@ class Summarizer:
 
     def status(self, limit: int = 10) -> Status:
         self._require_tables()
+        check_months(self.dialect, self.source, "status", only_if_indexed=True)  # see docs/data-rules.md
         last = self.runs.last_success()
         age = (utcnow() - last.finished_at).total_seconds() if last and last.finished_at else None
         live = self.schema.live()

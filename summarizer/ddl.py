@@ -20,7 +20,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import version
 from .dialects import Dialect
-from .errors import SchemaError, SourceError
+from .errors import SchemaError, SourceError, UsageError
 from .model import (
     Schema,
     Source,
@@ -29,6 +29,7 @@ from .model import (
     covering_index_columns,
     covering_index_name,
 )
+from .plan import view_advice
 
 INT_WIDTH = re.compile(r"^(TINYINT|SMALLINT|MEDIUMINT|INT|INTEGER|BIGINT)\(\d+\)")
 TYPE_SYNONYMS = {"INT": "INTEGER", "TIMESTAMP WITHOUT TIME ZONE": "DATETIME", "TIMESTAMP": "DATETIME",
@@ -111,6 +112,8 @@ def version_row_statements(dialect: Dialect, table: Table, exists: bool) -> list
 def source_index_statements(dialect: Dialect, source: Source, inspector: Any) -> list[tuple[str, bool]]:
     """The raw-table indexes the refresh reads through, where no index leading with those columns exists."""
     check_source(dialect, source)
+    if source.financials.name in inspector.get_view_names():
+        raise UsageError(f"--source-indexes: {view_advice(dialect, source)}")
     have = [i["column_names"] for i in inspector.get_indexes(source.financials.name)]
     wanted = [(covering_index_name(source), covering_index_columns(source))]
     if source.updated_at is not None:

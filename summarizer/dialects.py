@@ -11,11 +11,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, String, Table, create_engine, event, extract, func, or_, text, type_coerce
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import ColumnElement
 
 from .model import OLD_SUFFIX
 
@@ -33,9 +34,11 @@ class Dialect:
     TRANSACTIONAL_DDL = True        # the swap runs as one transaction
     INDEX_NAMES_PER_TABLE = False   # index names are unique per table, not per schema
     LOOSE_INDEX_SCAN = False        # SELECT DISTINCT on an index's first column skips from value to value
+    MAX_NAME_LENGTH = 0             # longest table or index name (0: no limit that matters)
     TRANSIENT_CODES: frozenset[object] = frozenset()
     LOCK_TIMEOUT_CODES: frozenset[object] = frozenset()
     DISCONNECT_CODES: frozenset[object] = frozenset()  # the server is gone, going or not back yet
+    DUPLICATE_KEY_CODES: frozenset[object] = frozenset()
     UTC_NOW = "CURRENT_TIMESTAMP"   # SQL for the current UTC time, in the hand-run sql/ files
     SCRIPT_MONTH = "'2024-01-01'"   # how the hand-run sql/ files refer to the month they refresh
     SCRIPT_PREAMBLE = ""            # how those files set it
@@ -85,6 +88,9 @@ class Dialect:
         """How an administrator gives ``account`` what summarizer needs, after ``message`` refused it."""
         return ""
 
+    def is_duplicate_key(self, exc: BaseException) -> bool:
+        return self.error_code(exc) in self.DUPLICATE_KEY_CODES
+
     # --- the swap -----------------------------------------------------------------------------
     def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
         """Statements that put each ``(live, shadow)`` pair's shadow in place, in one transaction.
@@ -101,6 +107,15 @@ class Dialect:
 
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         return []
+
+    # --- source data --------------------------------------------------------------------------
+    def view_base_tables(self, view: str) -> list[str]:
+        """The tables a view reads, where the catalogue says (none by default)."""
+        return []
+
+    def month_is_not_first_day(self, month: ColumnElement[Any]) -> ColumnElement[bool]:
+        """Raw rows whose month is NULL or not a month's first day (MariaDB's zero dates have day 0)."""
+        return or_(month.is_(None), extract("day", month) != 1)
 
     def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
         """After a rename the shadow's indexes still carry shadow names; give them the live ones."""
@@ -166,6 +181,7 @@ class MySQLDialect(Dialect):
     name = "mysql"
     TRANSACTIONAL_DDL = False       # DDL commits implicitly; RENAME TABLE of many tables is atomic instead
     INDEX_NAMES_PER_TABLE = True
+    MAX_NAME_LENGTH = 64
     LOOSE_INDEX_SCAN = True         # and its recursive-CTE spelling takes a full scan per step (MariaDB 10.11)
     # deadlock, lock wait timeout, server gone away, lost connection, can't connect (TCP, socket),
     # connection killed (MariaDB), server shutdown in progress, query interrupted
@@ -173,6 +189,7 @@ class MySQLDialect(Dialect):
     LOCK_TIMEOUT_CODES = frozenset({1205})
     # server gone away, lost connection, can't connect (TCP, socket), connection killed, server shutdown
     DISCONNECT_CODES = frozenset({2006, 2013, 2003, 2002, 1927, 1053})
+    DUPLICATE_KEY_CODES = frozenset({1062})
     UTC_NOW = "UTC_TIMESTAMP()"
     SCRIPT_MONTH = "@month"
     SCRIPT_PREAMBLE = "SET @month = '2024-01-01';  -- the month to refresh: its first day"
@@ -265,6 +282,7 @@ class MySQLDialect(Dialect):
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    MAX_NAME_LENGTH = 63            # longer names are cut silently (NAMEDATALEN - 1), so two could become one
     # serialization failure, deadlock, lock not available, admin shutdown, crash shutdown,
     # cannot connect now, connection exceptions
     TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03",
@@ -272,6 +290,7 @@ class PostgresDialect(Dialect):
     LOCK_TIMEOUT_CODES = frozenset({"55P03"})
     # admin shutdown, crash shutdown, starting up (cannot connect now), connection exceptions
     DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"})
+    DUPLICATE_KEY_CODES = frozenset({"23505"})
     UTC_NOW = "(now() AT TIME ZONE 'UTC')"
     SCRIPT_MONTH = "CAST(:'month' AS date)"
     SCRIPT_PREAMBLE = "\\set month '2024-01-01'  -- psql: the month to refresh, its first day"
@@ -299,6 +318,13 @@ class PostgresDialect(Dialect):
 
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         return [f"SET LOCAL lock_timeout = '{int(seconds)}s'"]
+
+    def view_base_tables(self, view: str) -> list[str]:
+        # the SQL standard's view_table_usage, which MariaDB 10.11 and SQLite do not have
+        with self.engine.connect() as conn:
+            return list(conn.execute(text("SELECT DISTINCT table_name FROM information_schema.view_table_usage "
+                                          "WHERE view_name = :view AND view_schema = current_schema() "
+                                          "ORDER BY table_name"), {"view": view}).scalars())
 
     def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
         # CONCURRENTLY does not block writers, and cannot run inside a transaction
@@ -383,9 +409,11 @@ class SQLiteDialect(Dialect):
     def engine_options() -> dict[str, Any]:
         return {"connect_args": {"timeout": 30}}
 
+    DUPLICATE_KEY_CODES = frozenset({"UNIQUE constraint failed"})
+
     def error_code(self, exc: BaseException) -> object:
         message = str(getattr(exc, "orig", exc))
-        return "database is locked" if "database is locked" in message else None
+        return next((code for code in ("database is locked", "UNIQUE constraint failed") if code in message), None)
 
     def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
         # SQLite cannot rename an index: drop the shadow-named one and build it under the live name
@@ -395,6 +423,11 @@ class SQLiteDialect(Dialect):
             statements.append(f"CREATE INDEX {self.quote(str(index.name))} ON {self.quote(live.name)} ({columns})")
         drops = [f"DROP INDEX {self.quote(str(i.name))}" for i in sorted(shadow.indexes, key=lambda i: str(i.name))]
         return drops + statements
+
+    def month_is_not_first_day(self, month: ColumnElement[Any]) -> ColumnElement[bool]:
+        # dates are text: strftime gives NULL for one that is not a date, so compare with its month's start
+        text_ = type_coerce(month, String)
+        return or_(month.is_(None), func.date(text_, "start of month").is_distinct_from(text_))
 
     def explain(self, conn: Connection, statement: ClauseElement) -> list[str]:
         rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {self.render(statement)}").fetchall()

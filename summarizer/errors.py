@@ -4,11 +4,13 @@
 
     SummarizerError                 exit 1: something failed; the message says what to do next
     ├── ConfigError                 exit 2: the configuration is wrong (file, section, key named)
+    │   └── TableClash              exit 2: a configured table name is taken by a table of another shape
     ├── UsageError                  exit 2: a command-line argument is wrong
     ├── LockHeld                    exit 75: another run holds the refresh lock
     ├── SchemaError                 exit 1: a table is missing or has the wrong shape
     ├── SourceError                 exit 2: a source table or column the rollup reads is missing
-    │                                       (the configuration names data that is not there)
+    │   │                                   (the configuration names data that is not there)
+    │   └── SourceDataError         exit 1: source rows the rollup cannot sum as they are (bad month, duplicates)
     ├── DatabaseUnavailable         exit 69: the database cannot be reached (EX_UNAVAILABLE)
     ├── PrivilegeMissing            exit 1: the database user may not do what the command needs
     ├── RefreshFailed               exit 1: a refresh step failed; live tables are untouched
@@ -63,10 +65,22 @@ class SchemaError(SummarizerError):
     """A summary or bookkeeping table is missing or has the wrong shape."""
 
 
+class TableClash(ConfigError, SchemaError):
+    """A table exists under a configured summary name with another shape: it is never renamed or dropped.
+
+    A configuration error (exit 2: the name in [summary] is what to change) and a schema error."""
+
+
 class SourceError(SummarizerError):
     """A source table or column the rollup reads does not exist: the [source] settings or the data are wrong."""
 
     exit_code = EXIT_USAGE
+
+
+class SourceDataError(SourceError):
+    """Source rows that the rollup cannot sum as they are; the message names table, column and an example."""
+
+    exit_code = EXIT_FAILURE  # the data, not the configuration, is wrong
 
 
 class DatabaseUnavailable(SummarizerError):

@@ -78,6 +78,7 @@ class Source:
             self.financials.name: fin,
             self.products.name: [self.product_asin.name, self.product_brand.name],
             self.brands.name: [self.brand_id.name, self.brand_category.name],
+            self.categories.name: [self.category_id.name],
         }
 
 

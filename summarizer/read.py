@@ -564,7 +564,7 @@ class Reader:
         for kind, value in self._rows(meta_select(self.tiers)):
             found.setdefault(kind, []).append(value)
         finished = self._scalar(finished_select(self.runs))
-        return {"months": sorted(month_text(m) for m in found.get("month", [])),
+        return {"months": sorted({month_text(m) for m in found.get("month", [])}),  # a month once, whatever its day
                 "metrics": sorted(found.get("metric", [])), "marketplaces": sorted(found.get("marketplace", [])),
                 "all_marketplace": self.all_marketplace,
                 "rows": {tier: int(found.get(f"rows_{tier}", ["0"])[0]) for tier in self.tiers.by_name()},

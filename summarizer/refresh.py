@@ -28,13 +28,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Delete, Executable, Insert, func, inspect, select, text
+from sqlalchemy import Connection, Delete, Executable, Insert, Table, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.expression import TableClause
@@ -44,12 +44,14 @@ from . import spark_engine, version
 from .config import Config
 from .ddl import check_source, ddl, require_tables, sorted_indexes
 from .dialects import Dialect
-from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SummarizerError
+from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SummarizerError, TableClash
+from .guards import check_before_write, foreign_tables
 from .lock import RunLock, make_lock
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers
-from .plan import Plan, choose_plan
+from .plan import Plan, choose_plan, index_advice
 from .rollup import Rollup
 from .runs import FAILED, INTERRUPTED, SUCCEEDED, Run, RunLog
+from .sourcedata import check_months, duplicate_key_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,10 +132,15 @@ class Refresher:
             lock.release()
 
     def _preflight(self, request: Request) -> None:
-        if spark_engine.enabled(self.config):
+        spark = spark_engine.enabled(self.config)
+        check_before_write(self.dialect, self.config, self.schema,
+                           value_precision_cap=spark_engine.MAX_PRECISION if spark else 0)
+        if spark:
             spark_engine.preflight(self, request)  # checks the source the config names (maybe not this database)
         else:
             check_source(self.dialect, self.source)
+        if not spark or self.config.spark.source == "jdbc":  # the raw rows are in this database
+            check_months(self.dialect, self.source, "refresh")
         require_tables(self.dialect, self.schema)
         if request.mode in (SINCE, CHANGED) and self.source.updated_at is None:
             option = "--changed" if request.mode == CHANGED else "--since"
@@ -180,7 +187,7 @@ class Refresher:
             self._record(run, INTERRUPTED, "stopped by a signal before it finished")
             raise
         except Exception as exc:
-            reserved = self._reserved_label_message(exc, request.mode, months)
+            reserved = self._reserved_label_message(exc, request.mode, months) or self._duplicate_key_message(exc)
             message = reserved or _describe(exc)
             self._record(run, FAILED, message)
             if isinstance(exc, SummarizerError) and reserved is None:
@@ -229,6 +236,17 @@ class Refresher:
         return (f"the raw table {self.source.financials.name} has rows with marketplace '{found}'{equal}, the label "
                 "the summaries reserve for all marketplaces together: set [summary] all_marketplace to a label no "
                 "raw marketplace uses")
+
+    def _duplicate_key_message(self, exc: Exception) -> str | None:
+        """What to say instead of a bare duplicate key in a tier: which source rows gave two rows one key."""
+        if not isinstance(exc, IntegrityError) or not self.dialect.is_duplicate_key(exc):
+            return None
+        error = _describe(exc)
+        try:
+            return self._read("duplicate key check", lambda conn: duplicate_key_message(conn, self.source, error))
+        except Exception as found:  # the original error is still reported
+            log.warning("could not look for the source of a duplicate key: %s", _describe(found))
+            return None
 
     def _reserved_label_in_use(self, mode: str, months: Sequence[dt.date]) -> str | None:
         """A raw marketplace equal to the all-marketplaces label; looked for only after an integrity error.
@@ -409,6 +427,7 @@ class Refresher:
         versions = self.schema.data_version(), self.schema.data_version(SHADOW_SUFFIX)
         leftovers = [t.name + suffix for t in [*live, versions[0]] for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
         creates = [ddl(CreateTable(t), self.engine.dialect) for t in [*shadow, versions[1]]]  # indexes after the load
+        self._refuse_foreign([*shadow, versions[1], *self._old_copies()], "dropping the leftovers of an earlier run")
         self.execute("prepare", [*probes, *(self.dialect.drop_table_if_exists(name) for name in leftovers), *creates,
                                  version.successor(versions[1], versions[0])])
 
@@ -467,6 +486,8 @@ class Refresher:
                 if first and not shadows & self._table_names():
                     log.warning("swap: already done by an attempt whose reply was lost")
                     return
+                if first:
+                    self._refuse_foreign([*(t for pair in pairs for t in pair), *self._old_copies()], "the swap")
                 self._swap_phase(phase)
             for attempt in range(1, cfg.swap_attempts + 1):
                 try:
@@ -478,6 +499,19 @@ class Refresher:
                     log.warning("swap: waited %ss for readers to release the tables (try %d of %d); trying again",
                                 cfg.swap_lock_timeout, attempt, cfg.swap_attempts)
                     time.sleep(min(1.0, cfg.swap_lock_timeout / 3))
+
+    def _old_copies(self) -> list[Table]:
+        """The ``__old`` names the swap renames the live tables to (and drops afterwards)."""
+        return [*self.schema.tiers(OLD_SUFFIX), self.schema.data_version(OLD_SUFFIX)]
+
+    def _refuse_foreign(self, tables: Iterable[Table], doing: str) -> None:
+        """Raise unless each of ``tables`` that exists has the shape summarizer gives it: only such a table
+        is ever renamed or dropped, checked right before (a table can appear after the run's first check)."""
+        problems = foreign_tables(self.dialect, tables)
+        if problems:
+            raise TableClash(f"{doing} would rename or drop a table summarizer did not make: "
+                             + "; ".join(why for _, why in problems) + ". Nothing was renamed or dropped; "
+                             "rename that table, or point [summary] at other table names")
 
     def _swap_phase(self, statements: list[str]) -> None:
         with self.engine.connect() as conn:
@@ -494,8 +528,8 @@ class Refresher:
         statements = self.rollup.month_statements(list(live), run.stamp)
         spark = spark_engine.enabled(self.config)
         if months and not spark and not choose_plan(self.dialect, self.source).chunked:
-            log.warning("the raw table has no covering index: each month reads the whole table "
-                        "(run `summarizer init --source-indexes`)")
+            log.warning("the raw table has no covering index: each month reads the whole table. %s",
+                        index_advice(self.dialect, self.source))
         # spark: Spark computes the months into staging tables first; each month then moves in one transaction
         months_work = spark_engine.staged(self, run, months, check) if spark else \
             nullcontext(lambda m: self.replace_month(m, statements))

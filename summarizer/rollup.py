@@ -1,7 +1,7 @@
 """Pure builders of the refresh and verify statements; nothing here touches a database.
 
-Tier 1 is aggregated from the raw table first and joined to products and brands afterwards, so the
-joins look up one row per group rather than one per raw row. Tier 2 is built from tier 1, its
+Tier 1 is aggregated from the raw table first and joined to products, brands and categories
+afterwards, so the joins look up one row per group rather than one per raw row. Tier 2 is built from tier 1, its
 ``ALL`` rows from its own per-marketplace rows, and tier 3 from tier 2's ``ALL`` rows: the raw table
 is read once per refresh.
 """
@@ -80,13 +80,15 @@ class Rollup:
         grouped = select(*keys, func.sum(f.c[s.value.name]).label("value"), func.count().label("row_count"))
         grouped = _month_filter(grouped, f.c[s.month.name], self._month(by_month))
         g = grouped.group_by(*(f.c[k.element.name] for k in keys)).subquery("g")
-        p, b = s.products.alias("p"), s.brands.alias("b")
+        p, b, c = s.products.alias("p"), s.brands.alias("b"), s.categories.alias("c")
         product_brand = p.c[s.product_brand.name]
         brand = func.coalesce(product_brand, self.unassigned)
+        # a category id with no categories row is unassigned, as a brand id with no brands row is
         category = case((brand == self.unassigned, self.unassigned),
-                        else_=func.coalesce(b.c[s.brand_category.name], self.unassigned))
+                        else_=func.coalesce(c.c[s.category_id.name], self.unassigned))
         joined = g.outerjoin(p, p.c[s.product_asin.name] == g.c.asin).outerjoin(
-            b, b.c[s.brand_id.name] == product_brand)
+            b, b.c[s.brand_id.name] == product_brand).outerjoin(
+            c, c.c[s.category_id.name] == b.c[s.brand_category.name])
         return select(g.c.month, g.c.asin, g.c.marketplace, g.c.metric, brand.label("brand_id"),
                       category.label("category_id"), g.c.value, g.c.row_count,
                       _stamp(refreshed_at)).select_from(joined)

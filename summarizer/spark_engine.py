@@ -9,13 +9,15 @@ of that touches a live tier; its message (first line) becomes the run's error.
 Sources (``[spark] source``):
 
 * ``jdbc``: the raw table read over JDBC with one partition per month (one ``WHERE month = ...``
-  predicate each, served by the covering index), ``products`` and ``brands`` read whole;
+  predicate each, served by the covering index), ``products``, ``brands`` and ``categories`` read whole;
 * ``parquet``: ``<parquet_path>/<financials_table>/<month_column>=YYYY-MM-01/*.parquet`` and
-  ``<parquet_path>/<products_table>/``, ``<parquet_path>/<brands_table>/``, same column names.
+  ``<parquet_path>/<products_table>/``, ``<parquet_path>/<brands_table>/``,
+  ``<parquet_path>/<categories_table>/``, same column names.
 
 The DataFrame code mirrors rollup.py's SQL, which is the specification: tier 1 aggregated from the
-raw rows, then joined to products and brands (unassigned id for a missing product, a NULL brand, a
-missing brand or a NULL category; category unassigned whenever the brand is); tier 2 from tier 1 per
+raw rows, then joined to products, brands and categories (unassigned id for a missing product, a NULL
+brand, a missing brand, a NULL category or one with no categories row; category unassigned whenever
+the brand is); tier 2 from tier 1 per
 marketplace plus the ``ALL`` rows from those; tier 3 from tier 2's ``ALL`` rows. Sums stay DECIMAL
 (at most 38 digits in Spark; ANSI mode turns an overflow into an error, never a NULL) and
 ``refreshed_at`` is the run's start time.
@@ -161,7 +163,7 @@ def _check_parquet(config: Config) -> None:
                           key="parquet_path")
     if "://" in root:
         return  # a remote file system (s3a://, hdfs://): Spark itself says what is missing
-    tables = (s.financials_table, s.products_table, s.brands_table)
+    tables = (s.financials_table, s.products_table, s.brands_table, s.categories_table)
     missing = [name for name in tables if not (Path(root) / name).is_dir()]
     if missing:
         raise ConfigError(f"{root} holds no folder {', '.join(missing)} (one per source table)",
@@ -255,8 +257,9 @@ class TierJob:
         with spark_errors():
             with timed("spark session"):
                 spark = session(self.config)
-            raw, products, brands = self._sources(spark, months)
-            t1 = tier1(raw, products, brands, rules).persist()  # read once: written, and the source of tier 2
+            raw, products, brands, categories = self._sources(spark, months)
+            # tier 1 is read once: written, and the source of tier 2
+            t1 = tier1(raw, products, brands, categories, rules).persist()
             t2 = tier2(t1, rules).persist()
             try:
                 for name, frame in (("asin", t1), ("brand", t2), ("category", tier3(t2, rules))):
@@ -268,20 +271,24 @@ class TierJob:
                 t2.unpersist()
 
     # --- reading ----------------------------------------------------------------------------------
-    def _sources(self, spark: SparkSession, months: Sequence[dt.date] | None) -> tuple[DataFrame, DataFrame, DataFrame]:
+    def _sources(self, spark: SparkSession,
+                 months: Sequence[dt.date] | None) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
         s = self.config.source
         if self.config.spark.source == "parquet":
             root = self.config.spark.parquet_path.rstrip("/")
             raw = spark.read.parquet(f"{root}/{s.financials_table}")
             products = spark.read.parquet(f"{root}/{s.products_table}")
             brands = spark.read.parquet(f"{root}/{s.brands_table}")
+            categories = spark.read.parquet(f"{root}/{s.categories_table}")
         else:
             rollup = self.refresher.rollup
             everything = months if months is not None else self.source_months()
             predicates = [self._literal_sql(rollup.source_month_predicate(m)) for m in everything]
             raw = self._jdbc(spark, s.financials_table, predicates)
             products, brands = self._jdbc(spark, s.products_table), self._jdbc(spark, s.brands_table)
-        return raw_rows(raw, self.config, months), product_rows(products, self.config), brand_rows(brands, self.config)
+            categories = self._jdbc(spark, s.categories_table)
+        return (raw_rows(raw, self.config, months), product_rows(products, self.config),
+                brand_rows(brands, self.config), category_rows(categories, self.config))
 
     def _literal_sql(self, clause: Any) -> str:
         dialect = self.refresher.engine.dialect
@@ -336,7 +343,13 @@ def brand_rows(frame: DataFrame, config: Config) -> DataFrame:
                         F.col(s.brand_category_column).cast("long").alias("b_category"))
 
 
-def tier1(raw: DataFrame, products: DataFrame, brands: DataFrame, rules: Rules) -> DataFrame:
+def category_rows(frame: DataFrame, config: Config) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return frame.select(F.col(config.source.category_id_column).cast("long").alias("c_id"))
+
+
+def tier1(raw: DataFrame, products: DataFrame, brands: DataFrame, categories: DataFrame, rules: Rules) -> DataFrame:
     """rollup.tier1_select: aggregate the raw rows first, then look up brand and category per group."""
     from pyspark.sql import functions as F
 
@@ -344,10 +357,11 @@ def tier1(raw: DataFrame, products: DataFrame, brands: DataFrame, rules: Rules) 
         F.sum(_exact(raw.schema["value"].dataType, F.col("value"), rules)).alias("value"),
         F.count(F.lit(1)).alias("row_count"))
     joined = grouped.join(products, grouped["asin"] == products["p_asin"], "left") \
-        .join(brands, F.col("p_brand") == F.col("b_id"), "left")
+        .join(brands, F.col("p_brand") == F.col("b_id"), "left") \
+        .join(categories, F.col("b_category") == F.col("c_id"), "left")
     unassigned = F.lit(rules.unassigned).cast("long")
     brand = F.coalesce(F.col("p_brand"), unassigned)
-    category = F.when(brand == unassigned, unassigned).otherwise(F.coalesce(F.col("b_category"), unassigned))
+    category = F.when(brand == unassigned, unassigned).otherwise(F.coalesce(F.col("c_id"), unassigned))
     return _finish(joined.withColumn("brand_id", brand).withColumn("category_id", category), "asin", rules)
 
 

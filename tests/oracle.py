@@ -64,6 +64,7 @@ class Dataset:
     products: dict[str, int | None] = field(default_factory=dict)
     brands: dict[int, int | None] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    categories: list[int] = field(default_factory=lambda: [100, 101, 102])  # a brand's other category ids dangle
 
 
 def random_dataset(seed: int = 1, rows: int = 600, months: int = 4, *, huge: bool = True) -> Dataset:
@@ -71,7 +72,8 @@ def random_dataset(seed: int = 1, rows: int = 600, months: int = 4, *, huge: boo
     rng = random.Random(seed)
     month_list = [dt.date(2024, m + 1, 1) for m in range(months)]
     data = Dataset(month_list)
-    data.brands = {b: (None if b == 4 else 100 + b % 3) for b in range(1, 8)}  # brand 4: no category
+    # brand 4: no category; brand 6: a category with no categories row
+    data.brands = {b: (None if b == 4 else 555 if b == 6 else 100 + b % 3) for b in range(1, 8)}
     asins = [f"A{n:04d}" for n in range(40)]
     for i, asin in enumerate(asins[:-4]):  # the last 4 ASINs have no product row
         data.products[asin] = None if i % 9 == 0 else 999 if i % 11 == 0 else rng.randint(1, 7)  # none, dangling
@@ -90,7 +92,7 @@ def load(engine: Engine, data: Dataset, *, updated_at: bool = True) -> dict[str,
     tables["financials"].metadata.create_all(engine)
     floats = engine.dialect.name == "sqlite"
     with engine.begin() as conn:
-        conn.execute(insert(tables["categories"]), [{"category_id": c, "name": f"cat {c}"} for c in (100, 101, 102)])
+        conn.execute(insert(tables["categories"]), [{"category_id": c, "name": f"cat {c}"} for c in data.categories])
         conn.execute(insert(tables["brands"]), [{"brand_id": b, "category_id": c, "name": f"brand {b}"}
                                                 for b, c in data.brands.items()])
         conn.execute(insert(tables["products"]), [{"asin": a, "brand_id": b} for a, b in data.products.items()])
@@ -117,6 +119,7 @@ def expected_tiers(data: Dataset, all_marketplace: str = "ALL", unassigned: int 
     for row in data.rows:
         brand = data.products.get(row["asin"]) or unassigned
         category = unassigned if brand == unassigned else (data.brands.get(brand) or unassigned)
+        category = category if category in data.categories else unassigned  # no categories row: unassigned
         entry = t1[(row["month"], row["asin"], row["marketplace"], row["metric"])]
         entry[0], entry[1] = brand, category
         entry[2] += row["value"]

@@ -433,10 +433,11 @@ def test_status_json_shows_every_kind_of_run(db_url, app_factory, tmp_path):
     killed = procs.start(db_url, "refresh", cwd=tmp_path, stalled=True)
     procs.wait_until(lambda: app.runs.holder(), "the run to record itself")
     killed.kill()
-    with app.dialect.engine.begin() as conn:  # a permanent error: the tier has lost a column
-        conn.execute(text(f"ALTER TABLE {app.schema.live().category.name} DROP COLUMN row_count"))
+    with app.dialect.engine.begin() as conn:  # a permanent error: a raw row uses the all-marketplaces label
+        conn.execute(text("INSERT INTO financials (asin, marketplace, month, metric, value) "
+                          "VALUES ('A0001', 'ALL', '2024-01-01', 'revenue', 1)"))
     failing = procs.run(db_url, "refresh", "--months", "2024-01", "--wait", "10", cwd=tmp_path)
-    assert failing.returncode == 1 and "row_count" in failing.stderr
+    assert failing.returncode == 1 and "all_marketplace" in failing.stderr
 
     result = procs.run(db_url, "status", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -448,7 +449,8 @@ def test_status_json_shows_every_kind_of_run(db_url, app_factory, tmp_path):
         assert run["host"] == socket.gethostname() and run["pid"] > 0 and run["version"] == __version__
         assert run["started_at"] and run["finished_at"] and run["duration_seconds"] is not None
     failed, interrupted, months, full = runs
-    assert "row_count" in failed["error"] and "interrupted" in interrupted["error"] and interrupted["pid"] == killed.pid
+    assert "all_marketplace" in failed["error"]
+    assert "interrupted" in interrupted["error"] and interrupted["pid"] == killed.pid
     assert months["error"] is full["error"] is None
     assert set(full["steps"]) >= {"prepare", "tier1", "tier2", "tier3", "indexes", "swap"}
     assert set(months["steps"]) == {"months"} and all(v >= 0 for v in full["steps"].values())

@@ -135,7 +135,7 @@ def attribution(data: Any, asin: str) -> tuple[int, int]:
     """(brand_id, category_id) of an ASIN as SPEC section 3 defines it, 0 = unassigned."""
     brand = data.products.get(asin) or 0
     category = 0 if brand == 0 else (data.brands.get(brand) or 0)
-    return brand, category
+    return brand, category if category in data.categories else 0
 
 
 def selected(data: Any, first: dt.date, last: dt.date, marketplace: str | None) -> Iterable[dict[str, Any]]:

@@ -110,7 +110,7 @@ def test_full_and_incremental_equal_the_database_engine_and_the_oracle(mysql_url
 
 
 def write_parquet(spark: Any, data: Any, root: Path, *, without: str | None = None) -> None:
-    """The dataset as Parquet: financials/month=YYYY-MM-01/, products/, brands/."""
+    """The dataset as Parquet: financials/month=YYYY-MM-01/, products/, brands/, categories/."""
     from pyspark.sql.types import DateType, DecimalType, LongType, StringType, StructField, StructType
 
     columns = [("asin", StringType()), ("marketplace", StringType()), ("month", DateType()),
@@ -123,6 +123,9 @@ def write_parquet(spark: Any, data: Any, root: Path, *, without: str | None = No
     spark.createDataFrame(list(data.products.items()), products).write.mode("overwrite").parquet(str(root / "products"))
     brands = StructType([StructField("brand_id", LongType()), StructField("category_id", LongType())])
     spark.createDataFrame(list(data.brands.items()), brands).write.mode("overwrite").parquet(str(root / "brands"))
+    categories = StructType([StructField("category_id", LongType())])
+    spark.createDataFrame([(c,) for c in data.categories], categories).write.mode("overwrite") \
+        .parquet(str(root / "categories"))
 
 
 def test_parquet_input_gives_the_jdbc_tiers(mysql_url, app_factory, spark, tmp_path):

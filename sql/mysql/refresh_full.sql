@@ -64,9 +64,9 @@ CREATE TABLE summarizer_data_version__new (
 INSERT INTO summarizer_data_version__new (id, version) SELECT summarizer_data_version.id, summarizer_data_version.version + 1 AS anon_1 
 FROM summarizer_data_version;
 
-INSERT INTO financials_summary_monthly_asin_marketplace__new (month, asin, marketplace, metric, brand_id, category_id, value, row_count, refreshed_at) SELECT g.month, g.asin, g.marketplace, g.metric, coalesce(p.brand_id, 0) AS brand_id, CASE WHEN (coalesce(p.brand_id, 0) = 0) THEN 0 ELSE coalesce(b.category_id, 0) END AS category_id, g.value, g.row_count, UTC_TIMESTAMP() AS refreshed_at 
+INSERT INTO financials_summary_monthly_asin_marketplace__new (month, asin, marketplace, metric, brand_id, category_id, value, row_count, refreshed_at) SELECT g.month, g.asin, g.marketplace, g.metric, coalesce(p.brand_id, 0) AS brand_id, CASE WHEN (coalesce(p.brand_id, 0) = 0) THEN 0 ELSE coalesce(c.category_id, 0) END AS category_id, g.value, g.row_count, UTC_TIMESTAMP() AS refreshed_at 
 FROM (SELECT f.month AS month, f.asin AS asin, f.marketplace AS marketplace, f.metric AS metric, sum(f.value) AS value, count(*) AS row_count 
-FROM financials AS f GROUP BY f.month, f.asin, f.marketplace, f.metric) AS g LEFT OUTER JOIN products AS p ON p.asin = g.asin LEFT OUTER JOIN brands AS b ON b.brand_id = p.brand_id;
+FROM financials AS f GROUP BY f.month, f.asin, f.marketplace, f.metric) AS g LEFT OUTER JOIN products AS p ON p.asin = g.asin LEFT OUTER JOIN brands AS b ON b.brand_id = p.brand_id LEFT OUTER JOIN categories AS c ON c.category_id = b.category_id;
 
 INSERT INTO financials_summary_monthly_brand__new (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
 FROM financials_summary_monthly_asin_marketplace__new AS t1 GROUP BY t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id;

@@ -9,10 +9,10 @@ BEGIN;
 
 DELETE FROM financials_summary_monthly_asin_marketplace WHERE financials_summary_monthly_asin_marketplace.month = @month;
 
-INSERT INTO financials_summary_monthly_asin_marketplace (month, asin, marketplace, metric, brand_id, category_id, value, row_count, refreshed_at) SELECT g.month, g.asin, g.marketplace, g.metric, coalesce(p.brand_id, 0) AS brand_id, CASE WHEN (coalesce(p.brand_id, 0) = 0) THEN 0 ELSE coalesce(b.category_id, 0) END AS category_id, g.value, g.row_count, UTC_TIMESTAMP() AS refreshed_at 
+INSERT INTO financials_summary_monthly_asin_marketplace (month, asin, marketplace, metric, brand_id, category_id, value, row_count, refreshed_at) SELECT g.month, g.asin, g.marketplace, g.metric, coalesce(p.brand_id, 0) AS brand_id, CASE WHEN (coalesce(p.brand_id, 0) = 0) THEN 0 ELSE coalesce(c.category_id, 0) END AS category_id, g.value, g.row_count, UTC_TIMESTAMP() AS refreshed_at 
 FROM (SELECT f.month AS month, f.asin AS asin, f.marketplace AS marketplace, f.metric AS metric, sum(f.value) AS value, count(*) AS row_count 
 FROM financials AS f 
-WHERE f.month = @month GROUP BY f.month, f.asin, f.marketplace, f.metric) AS g LEFT OUTER JOIN products AS p ON p.asin = g.asin LEFT OUTER JOIN brands AS b ON b.brand_id = p.brand_id;
+WHERE f.month = @month GROUP BY f.month, f.asin, f.marketplace, f.metric) AS g LEFT OUTER JOIN products AS p ON p.asin = g.asin LEFT OUTER JOIN brands AS b ON b.brand_id = p.brand_id LEFT OUTER JOIN categories AS c ON c.category_id = b.category_id;
 
 DELETE FROM financials_summary_monthly_brand WHERE financials_summary_monthly_brand.month = @month;
 
