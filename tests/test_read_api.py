@@ -323,10 +323,10 @@ def test_rows_carry_brand_and_category_names(loaded):
     reader = Reader(app)
 
     def get(endpoint: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return reader.handlers[endpoint](reader.query(endpoint, params))
+        return reader.handlers[endpoint](reader.query(endpoint, {**params, "limit": "10000"}))  # every row, one page
     window = {"from": "2024-01", "to": "2024-04"}
     seen = check_names(get(DASHBOARD, window), data, ("brand", "category"))
-    assert {"Unassigned", None, "brand 1", "cat 100"} <= seen  # 0, a dangling brand id (999), real names
+    assert {"Unassigned", None, "brand 1", "cat 101"} <= seen  # 0, a dangling brand id (999), real names
     assert "Unassigned" in check_names(get(CATEGORIES, window), data, ("category",))
     assert None in check_names(get(PROFITABILITY, window), data, ("brand", "category"))
     check_names(get(PROFITABILITY, {**window, "by": "category"}), data, ("category",))
