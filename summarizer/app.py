@@ -28,9 +28,9 @@ from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
 from .plan import choose_plan
 from .privileges import named_privileges
-from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
+from .refresh import Progress, Refresher, Request
 from .rollup import Rollup
-from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
+from .runs import CHANGED, FULL, MONTHS, RUNNING, SINCE, SUCCEEDED, Run, RunLog, utcnow
 from .secrets import redact_url
 from .sourcedata import check_months
 from .verify import VerifyReport, verify

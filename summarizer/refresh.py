@@ -50,13 +50,12 @@ from .lock import RunLock, make_lock
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers
 from .plan import Plan, choose_plan, index_advice
 from .rollup import Rollup
-from .runs import FAILED, INTERRUPTED, SUCCEEDED, Run, RunLog
+from .runs import CHANGED, FAILED, FULL, INTERRUPTED, MONTHS, SINCE, SUCCEEDED, Mode, Run, RunLog, RunStatus
 from .sourcedata import check_months, duplicate_key_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FULL, MONTHS, SINCE, CHANGED = "full", "months", "since", "changed"
 # --changed starts this long before the previous run began: updated_at columns often keep whole
 # seconds only, and a writer's transaction open across that moment commits rows stamped earlier.
 CHANGED_OVERLAP = dt.timedelta(minutes=1)
@@ -92,7 +91,7 @@ class LogProgress:
 
 @dataclass(frozen=True)
 class Request:
-    mode: str = FULL
+    mode: Mode = FULL
     months: tuple[dt.date, ...] = ()
     since: dt.datetime | None = None
     jobs: int = 1
@@ -215,14 +214,14 @@ class Refresher:
                 log.warning("the data version row in %s was missing; written again", table.name)
                 conn.execute(version.seed(table))
 
-    def _record(self, run: Run, status: str, message: str) -> None:
+    def _record(self, run: Run, status: RunStatus, message: str) -> None:
         try:
             self._retry("run history", lambda: self.runs.finish(run, status, message), relock=False,
                         budget=self._record_budget())
         except Exception as exc:  # the database may be the thing that failed
             log.error("could not record run %d as %s: %s", run.id, status, _describe(exc))
 
-    def _reserved_label_message(self, exc: Exception, mode: str, months: Sequence[dt.date]) -> str | None:
+    def _reserved_label_message(self, exc: Exception, mode: Mode, months: Sequence[dt.date]) -> str | None:
         """What to say instead of a duplicate key caused by raw rows that use the reserved label, if that is it.
 
         Spark's JDBC writes report a duplicate key as a Spark error, so a failed full Spark refresh looks
@@ -248,7 +247,7 @@ class Refresher:
             log.warning("could not look for the source of a duplicate key: %s", _describe(found))
             return None
 
-    def _reserved_label_in_use(self, mode: str, months: Sequence[dt.date]) -> str | None:
+    def _reserved_label_in_use(self, mode: Mode, months: Sequence[dt.date]) -> str | None:
         """A raw marketplace equal to the all-marketplaces label; looked for only after an integrity error.
 
         A full refresh looks in the shadow tier 1 it built; an incremental one in the raw table's months,

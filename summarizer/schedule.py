@@ -45,7 +45,7 @@ from . import logs
 from .errors import ConfigError, LockHeld, SummarizerError
 from .metrics import observed
 from .output import duration
-from .refresh import CHANGED, FULL
+from .runs import CHANGED, FULL
 
 if TYPE_CHECKING:
     from .app import Summarizer

@@ -134,7 +134,7 @@ def preflight(refresher: Refresher, request: Request) -> None:
     if config.spark.source == "jdbc":
         check_source(refresher.dialect, refresher.source)
         return
-    from .refresh import CHANGED, SINCE  # refresh imports this module: import at call time
+    from .runs import CHANGED, SINCE
 
     if request.mode in (SINCE, CHANGED):
         raise ConfigError("--since and --changed read the raw table's updated_at in the database; with "
