@@ -28,11 +28,13 @@ from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
 from .plan import choose_plan
 from .privileges import named_privileges
-from .refresh import Progress, Refresher, Request
+from .refresh import Refresher, RefreshRequest
 from .rollup import Rollup
 from .runs import CHANGED, FULL, MONTHS, RUNNING, SINCE, SUCCEEDED, Run, RunLog, utcnow
 from .secrets import redact_url
 from .sourcedata import check_months
+from .steps import Progress
+from .text import duration
 from .verify import VerifyReport, verify
 
 
@@ -47,7 +49,6 @@ class Status:
 
     def problems(self, max_age_seconds: float) -> list[str]:
         """Why monitoring should page: stale summaries, or a last run that did not succeed."""
-        from .output import duration  # output renders Status too: imported here, not at the top
         found = []
         if self.last_success is None:
             found.append("no refresh has succeeded yet")
@@ -143,7 +144,7 @@ class Summarizer:
                 progress: Progress | None = None) -> Run:
         """Full refresh by default; ``months``, ``since`` or ``changed`` make it incremental."""
         mode = MONTHS if months else SINCE if since else CHANGED if changed else FULL
-        request = Request(mode=mode, months=tuple(sorted(set(months))), since=since,
+        request = RefreshRequest(mode=mode, months=tuple(sorted(set(months))), since=since,
                           jobs=jobs or self.config.refresh.jobs, wait=wait)
         refresher = Refresher(self.dialect, self.config, self.schema, self.source, self.runs, progress)
         with named_privileges(self.dialect, "refresh"):

@@ -18,8 +18,9 @@ from sqlalchemy import create_engine, desc, func, select
 from .app import Summarizer
 from .config import load_config
 from .errors import VerifyMismatch
-from .output import duration, verify_text
+from .output import verify_text
 from .synth import Shape, generate
+from .text import duration
 
 
 def build_database(path: Path, rows: int) -> dict[str, int]:

@@ -44,8 +44,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import logs
 from .errors import ConfigError, LockHeld, SummarizerError
 from .metrics import observed
-from .output import duration
 from .runs import CHANGED, FULL
+from .text import duration
 
 if TYPE_CHECKING:
     from .app import Summarizer
