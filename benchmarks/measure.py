@@ -53,8 +53,8 @@ from summarizer.config import load_config
 from summarizer.errors import RefreshFailed, UsageError
 from summarizer.model import Source, covering_index_columns
 from summarizer.months import add_months
-from summarizer.read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
 from summarizer.runs import Run
+from summarizer.serve.read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
 from summarizer.synth import Shape, create_source_tables, generate
 
 from .servers import bench_server

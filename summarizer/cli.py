@@ -344,7 +344,7 @@ def serve(click_ctx: click.Context, host: str | None, port: int | None) -> None:
     try:
         import uvicorn
 
-        from .api import create_app
+        from .serve.api import create_app
     except ImportError as exc:
         raise UsageError(f"serve needs the api extra: pip install 'summarizer-tiers[api]' ({exc})") from None
     app = click_ctx.obj.summarizer

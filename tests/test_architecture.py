@@ -104,3 +104,12 @@ def test_imports_inside_functions_count(tmp_path: Path) -> None:
     source.write_text("def preflight():\n    from .refresh import SINCE\n    from . import runs\n")
     known = {"summarizer.refresh", "summarizer.runs", "summarizer.engine"}
     assert imports_of("summarizer.engine", source, known) == {"summarizer.refresh", "summarizer.runs"}
+
+
+def test_only_the_command_line_reaches_into_serving() -> None:
+    """The serving side (``summarizer.serve``, the optional api/redis extras) sits on top: the refresh side
+    never imports it; only ``summarizer serve`` (cli) starts it."""
+    edges = graph()
+    reaching = {name for name, targets in edges.items() if not name.startswith(f"{ROOT}.serve")
+                and any(t.startswith(f"{ROOT}.serve") for t in targets)}
+    assert reaching == {f"{ROOT}.cli"}

@@ -34,18 +34,18 @@ from sqlalchemy import Connection, Select, String, Table, case, cast, func, lite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import version
+from .. import version
+from ..ddl import require_tables
+from ..errors import DatabaseUnavailable, UsageError
+from ..model import Tiers
+from ..months import month_range, parse_month
+from ..runs import RUNNING, Run, utcnow
+from ..secrets import public
 from .answers import CSV_MEDIA_TYPE, NO_NAMES, Names, Position, Shape, csv_body, discover, shaped
 from .cache import Cache, make_cache, namespace
-from .ddl import require_tables
-from .errors import DatabaseUnavailable, UsageError
-from .model import Tiers
-from .months import month_range, parse_month
-from .runs import RUNNING, Run, utcnow
-from .secrets import public
 
 if TYPE_CHECKING:
-    from .app import Summarizer
+    from ..app import Summarizer
 
 BIGINT_MAX = 2**63 - 1
 MAX_IDS = 1000

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from cachetools import LRUCache
 
-from .errors import ConfigError
-from .secrets import redact, redact_url
+from ..errors import ConfigError
+from ..secrets import redact, redact_url
 
 log = logging.getLogger(__name__)
 
