@@ -48,9 +48,9 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
 from summarizer import __version__
-from summarizer.app import Summarizer
 from summarizer.config import load_config
 from summarizer.errors import RefreshFailed, UsageError
+from summarizer.facade import Summarizer
 from summarizer.model import Source, covering_index_columns
 from summarizer.months import add_months
 from summarizer.runs import Run

@@ -45,7 +45,7 @@ from .rollup import Rollup
 from .runs import CHANGED, FAILED, FULL, INTERRUPTED, MONTHS, SINCE, SUCCEEDED, Mode, Run, RunLog, RunStatus
 from .sourcedata import check_months, duplicate_key_message
 from .steps import Progress, Steps
-from .steps import describe as _describe
+from .text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Refresher:
             lock = make_lock(self.dialect, self.config.refresh.lock_name)
             acquired = self._acquire(lock, request.wait)
         except DBAPIError as exc:
-            raise DatabaseUnavailable(f"refresh could not start: {_describe(exc)}") from exc
+            raise DatabaseUnavailable(f"refresh could not start: {first_line(exc, named=True)}") from exc
         if not acquired:
             advice = f"gave up after waiting {request.wait:g}s" if request.wait else "use --wait SECONDS to wait for it"
             raise LockHeld(f"another refresh holds the lock: {self._holder()}; {advice}")
@@ -159,7 +159,7 @@ class Refresher:
     def _record_failure(self, run: Run, exc: Exception, mode: Mode, months: Sequence[dt.date]) -> None:
         """Record ``run`` as failed and raise: ``exc`` itself, or RefreshFailed with a better message."""
         reserved = self._reserved_label_message(exc, mode, months) or self._duplicate_key_message(exc)
-        message = reserved or _describe(exc)
+        message = reserved or first_line(exc, named=True)
         self._record(run, FAILED, message)
         if isinstance(exc, SummarizerError) and reserved is None:
             raise exc
@@ -189,7 +189,7 @@ class Refresher:
             self._retry("run history", lambda: self.runs.finish(run, status, message), relock=False,
                         budget=self._record_budget())
         except Exception as exc:  # the database may be the thing that failed
-            log.error("could not record run %d as %s: %s", run.id, status, _describe(exc))
+            log.error("could not record run %d as %s: %s", run.id, status, first_line(exc, named=True))
 
     def _reserved_label_message(self, exc: Exception, mode: Mode, months: Sequence[dt.date]) -> str | None:
         """What to say instead of a duplicate key caused by raw rows that use the reserved label, if that is it.
@@ -210,11 +210,11 @@ class Refresher:
         """What to say instead of a bare duplicate key in a tier: which source rows gave two rows one key."""
         if not isinstance(exc, IntegrityError) or not self.dialect.is_duplicate_key(exc):
             return None
-        error = _describe(exc)
+        error = first_line(exc, named=True)
         try:
             return self._read("duplicate key check", lambda conn: duplicate_key_message(conn, self.source, error))
         except Exception as found:  # the original error is still reported
-            log.warning("could not look for the source of a duplicate key: %s", _describe(found))
+            log.warning("could not look for the source of a duplicate key: %s", first_line(found, named=True))
             return None
 
     def _reserved_label_in_use(self, mode: Mode, months: Sequence[dt.date]) -> str | None:
@@ -229,7 +229,8 @@ class Refresher:
             found = self._read("reserved label check", lambda conn: conn.execute(query).scalar())
             return None if found is None else str(found)
         except Exception as exc:  # the original error is still reported
-            log.warning("could not look for raw rows with the reserved marketplace label: %s", _describe(exc))
+            log.warning("could not look for raw rows with the reserved marketplace label: %s",
+                        first_line(exc, named=True))
             return None
 
     def _database_now(self, conn: Connection) -> dt.datetime:

@@ -33,6 +33,7 @@ from .config import Config
 from .dialects import Dialect
 from .errors import DatabaseUnavailable
 from .model import Tiers
+from .text import first_line
 
 log = logging.getLogger("summarizer.refresh")  # the refresh's log lines, whichever module runs the step
 T = TypeVar("T")
@@ -96,7 +97,7 @@ class Steps:
             if not self.dialect.is_disconnect(exc):
                 raise
             raise DatabaseUnavailable(f"{what}: the database could not be reached for {budget:g}s "
-                                      f"([refresh] retry_budget_seconds): {describe(exc)}") from exc
+                                      f"([refresh] retry_budget_seconds): {first_line(exc, named=True)}") from exc
 
     def _retrying(self, what: str, budget: float, *, lock_timeouts: bool = True) -> Retrying:
         cfg = self.config.refresh
@@ -124,10 +125,10 @@ class Steps:
             if away(state):
                 log.warning("%s: transient error, retry in %.1fs: the database cannot be reached "
                             "(%.0fs of %gs left): %s", what, state.next_action.sleep, tries.budget_left(), budget,
-                            describe(_failure(state)))
+                            first_line(_failure(state), named=True))
                 return
             log.warning("%s: transient error, retry %d of %d in %.1fs: %s", what, tries.answered,
-                        cfg.retry_attempts - 1, state.next_action.sleep, describe(_failure(state)))
+                        cfg.retry_attempts - 1, state.next_action.sleep, first_line(_failure(state), named=True))
 
         # Only errors that can succeed on a second try; every step is safe to repeat (module docstring).
         return Retrying(retry=retry_if_exception(transient), stop=stop, wait=wait_for,
@@ -222,12 +223,3 @@ def _failure(state: RetryCallState) -> BaseException:
     exc = state.outcome.exception() if state.outcome is not None else None
     assert exc is not None  # only failed attempts are retried
     return exc
-
-
-def describe(exc: BaseException | None) -> str:
-    """One line: the database's own message without SQLAlchemy's statement dump."""
-    if exc is None:
-        return ""
-    orig = getattr(exc, "orig", None)
-    text_ = str(orig if orig is not None else exc)
-    return f"{type(orig or exc).__name__}: {text_.splitlines()[0] if text_ else ''}"[:1000]

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from sqlalchemy.engine import make_url
 
-from summarizer.serve.api import create_app
+from summarizer.serve.http import create_app
 from summarizer.serve.read import CATEGORIES, DASHBOARD, PROFITABILITY
 
 from .oracle import load, random_dataset

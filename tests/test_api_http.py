@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from summarizer.serve.api import RESPONSES, ErrorResponse, create_app
+from summarizer.serve.http import RESPONSES, ErrorResponse, create_app
 from summarizer.serve.read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY
 
 from .conftest import env_for

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 
-from summarizer.serve.api import create_app
+from summarizer.serve.http import create_app
 from summarizer.serve.read import DASHBOARD, Reader
 
 from . import procs

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from summarizer.errors import SchemaError
-from summarizer.serve.api import create_app
+from summarizer.serve.http import create_app
 from summarizer.serve.read import Reader
 
 from .conftest import env_for

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from summarizer.errors import RefreshFailed
-from summarizer.serve.api import create_app
+from summarizer.serve.http import create_app
 from summarizer.serve.ops import CHART_STEPS, MAX_RUNS, parse_limit
 from summarizer.serve.read import BadParameter
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL
 from summarizer.config import load_config, url_problem
 from summarizer.logs import setup_logging
 from summarizer.secrets import redact, redact_url
-from summarizer.serve.api import create_app
+from summarizer.serve.http import create_app
 from summarizer.serve.read import DASHBOARD, HEALTH, META
 
 from .oracle import load, random_dataset

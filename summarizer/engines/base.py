@@ -20,7 +20,7 @@ from typing import Protocol
 from ..config import Config
 from ..dialects import Dialect
 from ..model import Schema, Source, Tiers
-from ..plan import Plan
+from ..plan import RefreshPlan
 from ..rollup import Rollup
 from ..runs import Mode
 from ..steps import Steps
@@ -53,10 +53,10 @@ class TierEngine(Protocol):
     def reads_source_here(self) -> bool:
         """Whether the raw rows are read from the serving database (so its months are checked first)."""
 
-    def plan(self) -> Plan:
+    def plan(self) -> RefreshPlan:
         """How the tiers will be computed, for the run record and the log."""
 
-    def fill_shadows(self, shadow: Tiers, plan: Plan, stamp: dt.datetime, check: Callable[[], None],
+    def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
                      jobs: int) -> None:
         """A full refresh's compute step: every month of every tier, into the empty shadow tables."""
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from ..ddl import check_source
 from ..model import Tiers
 from ..months import as_date
-from ..plan import Plan, choose_plan, index_advice
+from ..plan import RefreshPlan, choose_plan, index_advice
 from ..runs import Mode
 from .base import Context, MonthWork
 
@@ -41,10 +41,10 @@ class DatabaseEngine:
     def reads_source_here(self) -> bool:
         return True
 
-    def plan(self) -> Plan:
+    def plan(self) -> RefreshPlan:
         return choose_plan(self.context.dialect, self.context.source)
 
-    def fill_shadows(self, shadow: Tiers, plan: Plan, stamp: dt.datetime, check: Callable[[], None],
+    def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
                      jobs: int) -> None:
         with self.steps.timed("months"):
             months = self._full_months(shadow, plan, stamp)
@@ -61,7 +61,7 @@ class DatabaseEngine:
         data_version = context.schema.data_version()
         yield lambda month: self.steps.replace_month(month, statements, data_version)
 
-    def _full_months(self, shadow: Tiers, plan: Plan, stamp: dt.datetime) -> list[dt.date]:
+    def _full_months(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime) -> list[dt.date]:
         if not plan.chunked:
             with self.steps.timed("tier1"):
                 log.info("tier1: one pass over the raw table")

@@ -46,7 +46,7 @@ from ..ddl import check_source, ddl
 from ..errors import ConfigError, RefreshFailed
 from ..model import STAGE_SUFFIX, Tiers
 from ..months import as_date
-from ..plan import Plan, choose_plan
+from ..plan import RefreshPlan, choose_plan
 from ..rollup import TIER1_COLUMNS, TIER2_COLUMNS, TIER3_COLUMNS
 from ..runs import CHANGED, SINCE, Mode
 from .base import Context, MonthWork
@@ -148,19 +148,19 @@ class SparkEngine:
     def reads_source_here(self) -> bool:
         return bool(self.config.spark.source == "jdbc")
 
-    def plan(self) -> Plan:
+    def plan(self) -> RefreshPlan:
         """What the run record and the log say about how the tiers are computed."""
         config = self.config
         where = f"spark ({config.spark.master.split(';', 1)[0]})"  # a Connect URL's ;token=... stays out
         if config.spark.source == "parquet":
-            return Plan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
+            return RefreshPlan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
         database = choose_plan(self.context.dialect, self.context.source)
         read = "one JDBC partition per month" if database.chunked else \
             "one JDBC partition per month, each scanning the whole raw table (no covering index: run " \
             "`summarizer init --source-indexes`)"
-        return Plan(database.chunked, f"{where} reads the raw table in {read}", engine=SPARK)
+        return RefreshPlan(database.chunked, f"{where} reads the raw table in {read}", engine=SPARK)
 
-    def fill_shadows(self, shadow: Tiers, plan: Plan, stamp: dt.datetime, check: Callable[[], None],
+    def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
                      jobs: int) -> None:
         """A full refresh's compute step: every month of every tier, written into the (empty) shadow tables."""
         job = TierJob(self.context)

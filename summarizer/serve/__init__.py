@@ -6,7 +6,7 @@ never imports it.
 * :mod:`.read` — the read API's queries: parameters checked, statements built, run over the summaries;
 * :mod:`.answers` — how an answer is shaped once read: names beside ids, a total order, one page;
 * :mod:`.cache` — the response cache, in-process or Redis;
-* :mod:`.api` — the FastAPI app: routes, response shapes and error handlers;
+* :mod:`.http` — the FastAPI app: routes, response shapes and error handlers;
 * :mod:`.apidocs` — ``/docs``, Swagger UI from ``static/swagger-ui/``;
 * :mod:`.httpmetrics` — ``GET /metrics``, the server's own Prometheus metrics;
 * :mod:`.ops` — ``/api/runs`` and ``/api/unassigned``, for the operations page;

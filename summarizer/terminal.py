@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .app import Status
+from .facade import Status
 from .runs import Run
 from .text import duration
 from .verify import MonthReport, VerifyReport

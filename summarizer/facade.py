@@ -34,7 +34,7 @@ from .runs import CHANGED, FULL, MONTHS, RUNNING, SINCE, SUCCEEDED, Run, RunLog,
 from .secrets import redact_url
 from .sourcedata import check_months
 from .steps import Progress
-from .text import duration
+from .text import duration, first_line
 from .verify import VerifyReport, verify
 
 
@@ -99,7 +99,7 @@ class Summarizer:
         except DBAPIError as exc:
             dialect.engine.dispose()
             raise DatabaseUnavailable(
-                f"cannot connect to {redact_url(url)}: {_first_line(exc)}. "
+                f"cannot connect to {redact_url(url)}: {first_line(exc)}. "
                 "Check [database] in the config or SUMMARIZER_DATABASE_URL") from None
         return dialect
 
@@ -108,7 +108,7 @@ class Summarizer:
         try:
             return connect(url, **options)
         except (ImportError, NoSuchModuleError) as exc:
-            raise self._url_error(f"the driver {url.drivername} is not installed ({_first_line(exc)}); write "
+            raise self._url_error(f"the driver {url.drivername} is not installed ({first_line(exc)}); write "
                                   "mysql+pymysql://, postgresql+psycopg:// or sqlite:/// (the drivers summarizer "
                                   "installs)") from None
         except REFUSED_OPTIONS as exc:
@@ -116,7 +116,7 @@ class Summarizer:
 
     def _refused(self, url: URL, exc: Exception) -> ConfigError:
         return self._url_error(f"the driver refused the URL {redact_url(url)} (check the options after '?'): "
-                               f"{_first_line(exc)}")
+                               f"{first_line(exc)}")
 
     def _url_error(self, message: str) -> ConfigError:
         return ConfigError(message, section="database", key="url")
@@ -203,8 +203,3 @@ def _shares(row: Sequence[Any]) -> dict[str, float | None]:
 
 def _as_month(value: Any) -> str:
     return str(value)[:7]
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", exc)
-    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__

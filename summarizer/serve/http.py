@@ -1,4 +1,4 @@
-"""HTTP JSON routes over :mod:`summarizer.read` (FastAPI): routes, response shapes and error handlers only.
+"""HTTP JSON routes over :mod:`summarizer.serve.read` (FastAPI): routes, response shapes and error handlers only.
 
 Every success is ``{"data": ..., "meta": {...}}``; every error, whatever its status, is
 ``{"error": {"status", "code", "message", "parameter", "allowed", "detail"}}``. Query parameters are
@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..app import Summarizer
 from ..config import Config
 from ..errors import DatabaseUnavailable, SchemaError
+from ..facade import Summarizer
 from .answers import CURSOR_PATTERN
 from .apidocs import add_docs
 from .httpmetrics import instrument
