@@ -48,13 +48,13 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
 from summarizer import __version__
-from summarizer.app import Summarizer
 from summarizer.config import load_config
 from summarizer.errors import RefreshFailed, UsageError
+from summarizer.facade import Summarizer
 from summarizer.model import Source, covering_index_columns
 from summarizer.months import add_months
-from summarizer.read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
 from summarizer.runs import Run
+from summarizer.serve.read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
 from summarizer.synth import Shape, create_source_tables, generate
 
 from .servers import bench_server

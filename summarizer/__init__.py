@@ -8,7 +8,6 @@ belongs to an unrelated project); the import package and the command are ``summa
 __version__ = "0.1.0"
 DISTRIBUTION = "summarizer-tiers"
 
-from .app import Status, Summarizer  # noqa: E402
 from .config import Config, load_config  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
@@ -21,6 +20,7 @@ from .errors import (  # noqa: E402
     UsageError,
     VerifyMismatch,
 )
+from .facade import Status, Summarizer  # noqa: E402
 
 __all__ = [
     "Config", "ConfigError", "DatabaseUnavailable", "LockHeld", "RefreshFailed", "SchemaError", "SourceError",

@@ -17,15 +17,15 @@ from typing import Any, TypeVar
 import click
 
 from . import DISTRIBUTION, __version__
-from .app import Summarizer
 from .config import Config, config_location, example_ini, load_config, parse_duration
 from .errors import EXIT_FAILURE, ConfigError, SummarizerError, UsageError
+from .facade import Summarizer
 from .logs import FORMATS, protect_stderr, setup_logging, uvicorn_log_config
 from .metrics import observed
 from .metrics import target as metrics_target
 from .months import parse_months, parse_timestamp
-from .output import BarProgress, run_summary, status_text, verify_text
 from .secrets import redact
+from .terminal import BarProgress, run_summary, status_text, verify_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("summarizer")
@@ -344,7 +344,7 @@ def serve(click_ctx: click.Context, host: str | None, port: int | None) -> None:
     try:
         import uvicorn
 
-        from .api import create_app
+        from .serve.http import create_app
     except ImportError as exc:
         raise UsageError(f"serve needs the api extra: pip install 'summarizer-tiers[api]' ({exc})") from None
     app = click_ctx.obj.summarizer

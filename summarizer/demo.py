@@ -15,11 +15,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, desc, func, select
 
-from .app import Summarizer
 from .config import load_config
 from .errors import VerifyMismatch
-from .output import duration, verify_text
+from .facade import Summarizer
 from .synth import Shape, generate
+from .terminal import verify_text
+from .text import duration
 
 
 def build_database(path: Path, rows: int) -> dict[str, int]:

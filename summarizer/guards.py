@@ -29,8 +29,7 @@ from .config import Config
 from .ddl import shape_differences
 from .dialects import Dialect
 from .errors import ConfigError, TableClash
-from .model import OLD_SUFFIX, SHADOW_SUFFIX, TIERS, Schema
-from .spark_engine import STAGE_SUFFIX
+from .model import OLD_SUFFIX, SHADOW_SUFFIX, STAGE_SUFFIX, TIERS, Schema
 
 SOURCE_SETTINGS = ("financials_table", "products_table", "brands_table", "categories_table")
 DERIVED = {"": "", SHADOW_SUFFIX: "its full refresh's new copy", OLD_SUFFIX: "its full refresh's old copy",

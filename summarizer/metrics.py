@@ -39,7 +39,7 @@ from .errors import LockHeld, SummarizerError
 from .runs import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Run
 
 if TYPE_CHECKING:
-    from .app import Summarizer
+    from .facade import Summarizer
 
 log = logging.getLogger(__name__)
 STATUSES = (SUCCEEDED, FAILED, INTERRUPTED)
@@ -92,7 +92,7 @@ def registry(outcome: Outcome) -> CollectorRegistry:
     return found
 
 
-def render(outcome: Outcome) -> str:
+def exposition(outcome: Outcome) -> str:
     """The Prometheus text exposition of ``outcome``."""
     return generate_latest(registry(outcome)).decode("utf-8")
 

@@ -44,6 +44,7 @@ from .config import Config
 TIERS = ("asin", "brand", "category")
 SHADOW_SUFFIX = "__new"
 OLD_SUFFIX = "__old"
+STAGE_SUFFIX = "__stage"  # the spark engine's staging tables of an incremental refresh
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 

@@ -51,3 +51,12 @@ def parse_timestamp(text: str) -> dt.datetime:
         return dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"expected a timestamp like '2025-11-20 00:00', got {text.strip()!r}") from None
+
+
+def as_date(value: object) -> dt.date:
+    """A month (or any day) as the database returned it: a date, a datetime, or ISO text."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])

@@ -19,7 +19,7 @@ from .model import Source, covering_index_columns, covering_index_name
 
 
 @dataclass(frozen=True)
-class Plan:
+class RefreshPlan:
     """How tier 1 reads the raw table, and why."""
 
     chunked: bool
@@ -33,7 +33,7 @@ class Plan:
             + f": {self.reason}"
 
 
-def choose_plan(dialect: Dialect, source: Source) -> Plan:
+def choose_plan(dialect: Dialect, source: Source) -> RefreshPlan:
     """Month chunks only where an index serves them in group-by order; otherwise one scan."""
     wanted = covering_index_columns(source)
     keys, value = wanted[:-1], wanted[-1]
@@ -41,12 +41,12 @@ def choose_plan(dialect: Dialect, source: Source) -> Plan:
     for index in indexes:
         columns = [str(c) for c in index["column_names"]]
         if columns[:len(keys)] == keys and value in columns:
-            return Plan(True, f"index {index['name']} ({', '.join(columns)}) covers the GROUP BY in its order")
+            return RefreshPlan(True, f"index {index['name']} ({', '.join(columns)}) covers the GROUP BY in its order")
     leading = [i["name"] for i in indexes if i["column_names"][:1] == keys[:1]]
     why = (f"index {', '.join(str(n) for n in leading)} leads with {keys[0]} but does not cover the group keys and "
            "value, so month chunks would look up every raw row" if leading
            else f"no index leads with {keys[0]}, so month chunks would each scan the whole table")
-    return Plan(False, f"{why}; the GROUP BY sorts through a temporary table instead, which can take hours at "
+    return RefreshPlan(False, f"{why}; the GROUP BY sorts through a temporary table instead, which can take hours at "
                        f"tens of millions of rows. {index_advice(dialect, source)}")
 
 

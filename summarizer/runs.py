@@ -12,6 +12,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, Row, Table, insert, select, update
@@ -19,7 +20,27 @@ from sqlalchemy import Engine, Row, Table, insert, select, update
 from . import __version__, logs
 from .secrets import redact
 
-RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
+
+class Mode(StrEnum):
+    """What a refresh rebuilds: everything, or the months given, changed since a time, or changed since the last run."""
+
+    FULL = "full"
+    MONTHS = "months"
+    SINCE = "since"
+    CHANGED = "changed"
+
+
+class RunStatus(StrEnum):
+    """A run's status in the run history (the same strings in the table and in JSON)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+FULL, MONTHS, SINCE, CHANGED = Mode
+RUNNING, SUCCEEDED, FAILED, INTERRUPTED = RunStatus
 
 
 def utcnow() -> dt.datetime:
@@ -79,8 +100,8 @@ class RunLog:
     def __init__(self, engine: Engine, table: Table) -> None:
         self.engine, self.table = engine, table
 
-    def start(self, mode: str, months: str | None, data_as_of: dt.datetime | None) -> Run:
-        values = {"mode": mode, "months": months, "status": RUNNING, "started_at": utcnow(),
+    def start(self, mode: Mode, months: str | None, data_as_of: dt.datetime | None) -> Run:
+        values = {"mode": str(mode), "months": months, "status": str(RUNNING), "started_at": utcnow(),
                   "data_as_of": data_as_of, "host": socket.gethostname(), "pid": os.getpid(),
                   "version": __version__}
         with self.engine.begin() as conn:
@@ -88,9 +109,9 @@ class RunLog:
         logs.current_run_id = int(run_id)  # every log line from here on carries it (logs.RunFields)
         return Run(id=int(run_id), **values)  # type: ignore[arg-type]
 
-    def finish(self, run: Run, status: str, error: str | None = None) -> None:
-        run.status, run.error, run.finished_at = status, redact(error) if error else error, utcnow()
-        values = {"status": status, "finished_at": run.finished_at, "error": run.error, "plan": run.plan,
+    def finish(self, run: Run, status: RunStatus, error: str | None = None) -> None:
+        run.status, run.error, run.finished_at = str(status), redact(error) if error else error, utcnow()
+        values = {"status": str(status), "finished_at": run.finished_at, "error": run.error, "plan": run.plan,
                   "steps": json.dumps({k: round(v, 3) for k, v in run.steps.items()})}
         values.update({f"rows_{tier}": count for tier, count in run.rows.items()})
         with self.engine.begin() as conn:
@@ -126,7 +147,7 @@ class RunLog:
         with self.engine.connect() as conn:
             return [Run.from_row(r) for r in conn.execute(select(t).order_by(t.c.id.desc()).limit(limit))]
 
-    def last_with_status(self, status: str, modes: tuple[str, ...] = ()) -> Run | None:
+    def last_with_status(self, status: RunStatus, modes: tuple[Mode, ...] = ()) -> Run | None:
         t = self.table
         query = select(t).where(t.c.status == status)
         if modes:
@@ -135,7 +156,7 @@ class RunLog:
             row = conn.execute(query.order_by(t.c.id.desc()).limit(1)).first()
         return Run.from_row(row) if row else None
 
-    def last_success(self, modes: tuple[str, ...] = ()) -> Run | None:
+    def last_success(self, modes: tuple[Mode, ...] = ()) -> Run | None:
         """The newest successful run (of one of ``modes``, if given)."""
         return self.last_with_status(SUCCEEDED, modes)
 

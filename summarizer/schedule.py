@@ -44,11 +44,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import logs
 from .errors import ConfigError, LockHeld, SummarizerError
 from .metrics import observed
-from .output import duration
-from .refresh import CHANGED, FULL
+from .runs import CHANGED, FULL
+from .text import duration, first_line
 
 if TYPE_CHECKING:
-    from .app import Summarizer
+    from .facade import Summarizer
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -224,10 +224,11 @@ def refresh_job(app: Summarizer, mode: str, metrics_file: Path | None) -> Callab
             return _outcome(logging.WARNING, mode, "interrupted", "stopped by a signal: the run is recorded "
                             "interrupted; the live tables keep the last complete refresh")
         except (SummarizerError, SQLAlchemyError) as exc:
-            return _outcome(logging.ERROR, mode, "failed", f"failed: {_one_line(exc)}; the schedule goes on")
+            said = first_line(exc, named=isinstance(exc, SQLAlchemyError))
+            return _outcome(logging.ERROR, mode, "failed", f"failed: {said}; the schedule goes on")
         except Exception as exc:
             log.exception("%s refresh failed unexpectedly; the schedule goes on", mode)
-            return _outcome(logging.ERROR, mode, "failed", f"failed: {_one_line(exc)}")
+            return _outcome(logging.ERROR, mode, "failed", f"failed: {first_line(exc)}")
         rows = ", ".join(f"{tier} {n}" for tier, n in run.rows.items())
         took = time.perf_counter() - started
         return _outcome(logging.INFO, mode, "succeeded", f"succeeded: run {run.id} in {duration(took)}; rows {rows}",
@@ -240,12 +241,6 @@ def _outcome(level: int, mode: str, status: str, message: str, **extra: Any) -> 
             extra={"event": "run_finished", "mode": mode, "status": status, **extra})
     logs.current_run_id = None  # the lines between runs belong to none
     return status
-
-
-def _one_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).splitlines()[0] if str(orig) else ""
-    return f"{type(orig).__name__}: {text}" if isinstance(exc, SQLAlchemyError) else text or type(exc).__name__
 
 
 def build(app: Summarizer, metrics_file: Path | None) -> Foreground:

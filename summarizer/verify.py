@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Select
 
 from .dialects import Dialect
 from .model import Tiers
+from .months import as_date
 from .rollup import Rollup
 
 Totals = dict[tuple[dt.date, str], tuple[Any, int]]
@@ -128,15 +129,11 @@ def tier_queries(rollup: Rollup, tiers: Tiers, months: Sequence[dt.date] | None)
 
 
 def _totals(conn: Connection, query: Select[Any]) -> Totals:
-    return {(_date(m), str(metric)): (value, int(count or 0)) for m, metric, value, count, *_ in conn.execute(query)}
+    return {(as_date(m), str(metric)): (value, int(count or 0)) for m, metric, value, count, *_ in conn.execute(query)}
 
 
 def _scales(conn: Connection, query: Select[Any]) -> dict[tuple[dt.date, str], float]:
-    return {(_date(m), str(metric)): float(scale or 0) for m, metric, _v, _c, scale in conn.execute(query)}
-
-
-def _date(value: Any) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+    return {(as_date(m), str(metric)): float(scale or 0) for m, metric, _v, _c, scale in conn.execute(query)}
 
 
 def _equal(a: Any, b: Any, scale: float | None) -> bool:

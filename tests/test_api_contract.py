@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from sqlalchemy.engine import make_url
 
-from summarizer.api import create_app
-from summarizer.read import CATEGORIES, DASHBOARD, PROFITABILITY
+from summarizer.serve.http import create_app
+from summarizer.serve.read import CATEGORIES, DASHBOARD, PROFITABILITY
 
 from .oracle import load, random_dataset
 from .test_api_http import Http

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from summarizer.api import RESPONSES, ErrorResponse, create_app
-from summarizer.read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY
+from summarizer.serve.http import RESPONSES, ErrorResponse, create_app
+from summarizer.serve.read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY
 
 from .conftest import env_for
 from .oracle import load, mutate, random_dataset, reload_rows
@@ -269,7 +269,7 @@ def _forget_redis_keys(url: str, prefix: str) -> None:
 def test_redis_down_answers_correctly_uncached_and_logs_once(served, caplog):
     s = served(api_redis_url=f"redis://127.0.0.1:{free_port()}/0")
     data, http = s.data, s.http
-    caplog.set_level(logging.WARNING, logger="summarizer.cache")
+    caplog.set_level(logging.WARNING, logger="summarizer.serve.cache")
     params = {"from": "2024-01", "to": "2024-03"}
     for _ in range(4):
         response = http.get(f"/api/{DASHBOARD}", params)

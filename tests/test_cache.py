@@ -6,8 +6,8 @@ import random
 
 from sqlalchemy.engine import make_url
 
-from summarizer.cache import HIT, MISS, MemoryCache
-from summarizer.read import DASHBOARD, Reader
+from summarizer.serve.cache import HIT, MISS, MemoryCache
+from summarizer.serve.read import DASHBOARD, Reader
 
 from .oracle import load, random_dataset
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 
-from summarizer.api import create_app
-from summarizer.read import DASHBOARD, Reader
+from summarizer.serve.http import create_app
+from summarizer.serve.read import DASHBOARD, Reader
 
 from . import procs
 from .oracle import load, random_dataset

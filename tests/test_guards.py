@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Column, Date, MetaData, Numeric, String, Table, create_engine, insert, inspect, select, text
 
-from summarizer import app as app_module
+from summarizer import facade as app_module
 from summarizer import refresh as refresh_module
 from summarizer.errors import TableClash
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 from sqlalchemy import inspect, text
 
-from summarizer.api import create_app
 from summarizer.errors import SchemaError
-from summarizer.read import Reader
+from summarizer.serve.http import create_app
+from summarizer.serve.read import Reader
 
 from .conftest import env_for
 from .oracle import load, random_dataset

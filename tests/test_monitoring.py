@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 
-from summarizer.metrics import Outcome, render, write_file
+from summarizer.metrics import Outcome, exposition, write_file
 
 from .conftest import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
@@ -192,13 +192,13 @@ def test_write_atomic_moves_a_complete_file_into_place(tmp_path):
                           steps={"tier1": 1.25}, last_success_at=1.7e9, rows={"asin": 10})
         write_file(path, outcome)
         assert reader.read() == "old complete content\n"   # it still reads the old file whole: a new inode
-    assert path.read_text() == render(outcome)
+    assert path.read_text() == exposition(outcome)
     assert path.stat().st_mode & 0o777 == 0o644
     assert sorted(os.listdir(tmp_path)) == ["summarizer.prom"]
 
 
-def test_render_parses_and_leaves_out_what_is_unknown():
-    text_ = render(Outcome(mode="changed", status="interrupted", finished_at=1.7e9, duration=0.5))
+def test_exposition_parses_and_leaves_out_what_is_unknown():
+    text_ = exposition(Outcome(mode="changed", status="interrupted", finished_at=1.7e9, duration=0.5))
     names = {f.name for f in text_string_to_metric_families(text_)}
     assert "summarizer_last_success_timestamp_seconds" not in names and "summarizer_last_run_id" not in names
     assert 'summarizer_last_run_status{status="interrupted"} 1' in text_

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
-from summarizer.api import create_app
 from summarizer.errors import RefreshFailed
-from summarizer.read import BadParameter
+from summarizer.serve.http import create_app
 from summarizer.serve.ops import CHART_STEPS, MAX_RUNS, parse_limit
+from summarizer.serve.read import BadParameter
 
 from .oracle import expected_tiers, load, random_dataset
 from .test_api_contract import raw_get

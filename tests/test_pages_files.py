@@ -9,7 +9,7 @@ import re
 
 from sqlalchemy.engine import make_url
 
-from summarizer.api import create_app
+from summarizer.serve.http import create_app
 from summarizer.serve.pages import STATIC, asset_tag
 
 from .test_api_http import Http

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from summarizer.read import CATEGORIES, DASHBOARD, GROUPS, ORDERS, PROFITABILITY, BadParameter, Reader
+from summarizer.serve.read import CATEGORIES, DASHBOARD, GROUPS, ORDERS, PROFITABILITY, BadParameter, Reader
 
 from .oracle import load, random_dataset
 from .test_read_api import SETTINGS, expected_categories, expected_dashboard, expected_profit, same_number

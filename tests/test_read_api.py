@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl
 import pytest
 from sqlalchemy.sql.util import find_tables
 
-from summarizer.answers import Names, name_table
-from summarizer.read import (
+from summarizer.serve.answers import Names, name_table
+from summarizer.serve.read import (
     CATEGORIES,
     DASHBOARD,
     HEALTH,

@@ -25,11 +25,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from summarizer.api import create_app
 from summarizer.config import load_config, url_problem
 from summarizer.logs import setup_logging
-from summarizer.read import DASHBOARD, HEALTH, META
 from summarizer.secrets import redact, redact_url
+from summarizer.serve.http import create_app
+from summarizer.serve.read import DASHBOARD, HEALTH, META
 
 from .oracle import load, random_dataset
 from .test_api_http import Http

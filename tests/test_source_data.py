@@ -10,7 +10,7 @@ import sys
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
-from summarizer.read import Reader
+from summarizer.serve.read import Reader
 
 from .conftest import env_for
 from .oracle import load, random_dataset, source_tables

@@ -23,8 +23,9 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from summarizer import ConfigError, RefreshFailed, UsageError, load_config
-from summarizer.read import Reader
-from summarizer.spark_engine import STAGE_SUFFIX, jdbc_for
+from summarizer.engines.spark import jdbc_for
+from summarizer.model import STAGE_SUFFIX
+from summarizer.serve.read import Reader
 
 from .conftest import env_for
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows

@@ -2,7 +2,7 @@
 
 They read only the run history and the summary tiers, following ``read.py``: parameters checked into a
 :class:`BadParameter` (HTTP 400 naming the parameter), statements built by pure functions, run by the
-:class:`~summarizer.read.Reader` (its connection, error translation and cache). Runs are not cached: a
+:class:`~summarizer.serve.read.Reader` (its connection, error translation and cache). Runs are not cached: a
 running refresh changes its row without changing the data version. The unassigned share scans the
 tiers, so it is cached under the data version like every other answer.
 """
@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Select, Table, case, func, literal_column, select, union_all
 
 from ..model import Tiers
-from ..read import BadParameter, Reader, echo, envelope
 from ..runs import Run
+from .read import BadParameter, Reader, echo, envelope
 
 RUNS, UNASSIGNED = "runs", "unassigned"
 DEFAULT_RUNS, MAX_RUNS = 30, 500

@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from ..read import Reader
 from .ops import MAX_RUNS, RUNS, UNASSIGNED, OpsReader
+from .read import Reader
 
 STATIC = Path(__file__).parent / "static" / "pages"
 NO_STORE = {"Cache-Control": "no-store"}

@@ -7,21 +7,10 @@ from typing import Any
 
 import click
 
-from .app import Status
+from .facade import Status
 from .runs import Run
+from .text import duration
 from .verify import MonthReport, VerifyReport
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def run_line(run: Run) -> str:

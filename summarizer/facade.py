@@ -28,11 +28,13 @@ from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
 from .plan import choose_plan
 from .privileges import named_privileges
-from .refresh import CHANGED, FULL, MONTHS, SINCE, Progress, Refresher, Request
+from .refresh import Refresher, RefreshRequest
 from .rollup import Rollup
-from .runs import RUNNING, SUCCEEDED, Run, RunLog, utcnow
+from .runs import CHANGED, FULL, MONTHS, RUNNING, SINCE, SUCCEEDED, Run, RunLog, utcnow
 from .secrets import redact_url
 from .sourcedata import check_months
+from .steps import Progress
+from .text import duration, first_line
 from .verify import VerifyReport, verify
 
 
@@ -47,7 +49,6 @@ class Status:
 
     def problems(self, max_age_seconds: float) -> list[str]:
         """Why monitoring should page: stale summaries, or a last run that did not succeed."""
-        from .output import duration  # output renders Status too: imported here, not at the top
         found = []
         if self.last_success is None:
             found.append("no refresh has succeeded yet")
@@ -98,7 +99,7 @@ class Summarizer:
         except DBAPIError as exc:
             dialect.engine.dispose()
             raise DatabaseUnavailable(
-                f"cannot connect to {redact_url(url)}: {_first_line(exc)}. "
+                f"cannot connect to {redact_url(url)}: {first_line(exc)}. "
                 "Check [database] in the config or SUMMARIZER_DATABASE_URL") from None
         return dialect
 
@@ -107,7 +108,7 @@ class Summarizer:
         try:
             return connect(url, **options)
         except (ImportError, NoSuchModuleError) as exc:
-            raise self._url_error(f"the driver {url.drivername} is not installed ({_first_line(exc)}); write "
+            raise self._url_error(f"the driver {url.drivername} is not installed ({first_line(exc)}); write "
                                   "mysql+pymysql://, postgresql+psycopg:// or sqlite:/// (the drivers summarizer "
                                   "installs)") from None
         except REFUSED_OPTIONS as exc:
@@ -115,7 +116,7 @@ class Summarizer:
 
     def _refused(self, url: URL, exc: Exception) -> ConfigError:
         return self._url_error(f"the driver refused the URL {redact_url(url)} (check the options after '?'): "
-                               f"{_first_line(exc)}")
+                               f"{first_line(exc)}")
 
     def _url_error(self, message: str) -> ConfigError:
         return ConfigError(message, section="database", key="url")
@@ -143,7 +144,7 @@ class Summarizer:
                 progress: Progress | None = None) -> Run:
         """Full refresh by default; ``months``, ``since`` or ``changed`` make it incremental."""
         mode = MONTHS if months else SINCE if since else CHANGED if changed else FULL
-        request = Request(mode=mode, months=tuple(sorted(set(months))), since=since,
+        request = RefreshRequest(mode=mode, months=tuple(sorted(set(months))), since=since,
                           jobs=jobs or self.config.refresh.jobs, wait=wait)
         refresher = Refresher(self.dialect, self.config, self.schema, self.source, self.runs, progress)
         with named_privileges(self.dialect, "refresh"):
@@ -202,8 +203,3 @@ def _shares(row: Sequence[Any]) -> dict[str, float | None]:
 
 def _as_month(value: Any) -> str:
     return str(value)[:7]
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", exc)
-    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__

@@ -33,8 +33,8 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import SummarizerError
-from .runs import utcnow
+from ..errors import SummarizerError
+from ..runs import utcnow
 
 if TYPE_CHECKING:
     from .read import Reader

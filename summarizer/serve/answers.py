@@ -37,7 +37,7 @@ from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import ColumnClause, FromClause, Subquery, TableClause
 
-from .model import Source
+from ..model import Source
 
 UNASSIGNED_NAME = "Unassigned"
 NAMED = {"brand_id": "brand_name", "category_id": "category_name"}

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 from cachetools import LRUCache
 
-from .errors import ConfigError
-from .secrets import redact, redact_url
+from ..errors import ConfigError
+from ..secrets import redact, redact_url
+from ..text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class RedisCache:
             self._down, self._down_until = True, time.monotonic() + RETRY_SECONDS
         if first:
             log.warning("Redis cache at %s is not answering (%s); the API answers uncached and tries Redis "
-                        "again every %.0fs", redact_url(self._url), _one_line(exc), RETRY_SECONDS)
+                        "again every %.0fs", redact_url(self._url), first_line(exc), RETRY_SECONDS)
 
     def _recovered(self) -> None:
         if self._down:
@@ -163,11 +164,6 @@ def _redis_client(url: str) -> Any:
         raise ConfigError(f"not a usable Redis URL ({redact(str(exc))}): expected redis://[:password@]host[:port]"
                           f"[/db], rediss://... or unix:///path; got {redact_url(url)}",
                           section="api", key="redis_url") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def namespace(*parts: str) -> str:

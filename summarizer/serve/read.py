@@ -34,18 +34,19 @@ from sqlalchemy import Connection, Select, String, Table, case, cast, func, lite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import version
+from .. import version
+from ..ddl import require_tables
+from ..errors import DatabaseUnavailable, UsageError
+from ..model import Tiers
+from ..months import month_range, parse_month
+from ..runs import RUNNING, Run, utcnow
+from ..secrets import public
+from ..text import first_line
 from .answers import CSV_MEDIA_TYPE, NO_NAMES, Names, Position, Shape, csv_body, discover, shaped
 from .cache import Cache, make_cache, namespace
-from .ddl import require_tables
-from .errors import DatabaseUnavailable, UsageError
-from .model import Tiers
-from .months import month_range, parse_month
-from .runs import RUNNING, Run, utcnow
-from .secrets import public
 
 if TYPE_CHECKING:
-    from .app import Summarizer
+    from ..facade import Summarizer
 
 BIGINT_MAX = 2**63 - 1
 MAX_IDS = 1000
@@ -694,9 +695,9 @@ class Reader:
         try:
             require_tables(self.summarizer.dialect, self.summarizer.schema)
         except DBAPIError as again:
-            raise DatabaseUnavailable(f"the database is not answering: {_first_line(again)}") from exc
+            raise DatabaseUnavailable(f"the database is not answering: {first_line(again)}") from exc
         if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
-            raise DatabaseUnavailable(f"the database could not answer: {_first_line(exc)}") from exc
+            raise DatabaseUnavailable(f"the database could not answer: {first_line(exc)}") from exc
 
 
 def _check_cursor(query: Query, version: int) -> None:
@@ -729,9 +730,3 @@ def _run_json(run: Run | None) -> dict[str, Any] | None:
     full = run.as_json()
     full["error"] = public(full["error"]) if full["error"] else None  # no connection details for clients
     return {k: full[k] for k in (*keys, "duration_seconds")}
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", exc)
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__

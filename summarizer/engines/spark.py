@@ -41,33 +41,28 @@ from sqlalchemy import Table
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateTable
 
-from .config import Config
-from .ddl import check_source, ddl
-from .errors import ConfigError, RefreshFailed
-from .model import Tiers
-from .plan import Plan, choose_plan
-from .rollup import TIER1_COLUMNS, TIER2_COLUMNS, TIER3_COLUMNS
+from ..config import Config
+from ..ddl import check_source, ddl
+from ..errors import ConfigError, RefreshFailed
+from ..model import STAGE_SUFFIX, Tiers
+from ..months import as_date
+from ..plan import RefreshPlan, choose_plan
+from ..rollup import TIER1_COLUMNS, TIER2_COLUMNS, TIER3_COLUMNS
+from ..runs import CHANGED, SINCE, Mode
+from .base import Context, MonthWork
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
-
-    from .refresh import Refresher, Request
-    from .runs import Run
 
 log = logging.getLogger(__name__)
 
 SPARK = "spark"
 EXTRA = "summarizer-tiers[spark]"
-STAGE_SUFFIX = "__stage"
 MAX_PRECISION = 38  # Spark's widest DECIMAL
 # What Spark's launcher accepts (anything else only makes it exit before pyspark can say why), and Connect.
 MASTER_PREFIXES = ("local", "spark://", "yarn", "k8s://", "sc://")
 WRITE_BATCH = 10_000
 COLUMNS = {"asin": TIER1_COLUMNS, "brand": TIER2_COLUMNS, "category": TIER3_COLUMNS}
-
-
-def enabled(config: Config) -> bool:
-    return bool(config.refresh.engine == SPARK)
 
 
 # --- the JDBC side ----------------------------------------------------------------------------------
@@ -115,31 +110,92 @@ def jdbc_for(url: URL) -> Jdbc:
     return Jdbc(f"{flavour.scheme}://{address}/{url.database or ''}?{flavour.options}", properties)
 
 
+# --- the engine -------------------------------------------------------------------------------------
+
+
+class SparkEngine:
+    """The tiers computed on Spark and written over JDBC into tables the refresh made."""
+
+    VALUE_PRECISION_CAP = MAX_PRECISION
+    REPORTS_DUPLICATES_AS_FAILURE = True  # Spark's JDBC writes report a duplicate key as a Spark error
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.config = context.config
+
+    def preflight(self, mode: Mode) -> None:
+        """Everything that can be wrong before Spark starts; raises before any run is recorded."""
+        config = self.config
+        jdbc_for(self.context.dialect.engine.url)
+        if not config.spark.master.startswith(MASTER_PREFIXES):
+            raise ConfigError(f"{config.spark.master!r} is not a Spark master URL: expected local[*], "
+                              "spark://host:7077, yarn, k8s://... or a Spark Connect sc://host:15002",
+                              section="spark", key="master")
+        _require_pyspark()
+        remote = config.spark.master.startswith("sc://")
+        if not remote and not shutil.which("java"):
+            raise ConfigError("the spark engine needs Java 17 or later on the PATH (Debian: default-jre-headless)")
+        if not remote:
+            _check_jars(config)
+        if config.spark.source == "jdbc":  # checks the source the config names (maybe not this database)
+            check_source(self.context.dialect, self.context.source)
+            return
+        if mode in (SINCE, CHANGED):
+            raise ConfigError("--since and --changed read the raw table's updated_at in the database; with "
+                              "source = parquet use --months", source=config.path, section="spark", key="source")
+        _check_parquet(config)
+
+    def reads_source_here(self) -> bool:
+        return bool(self.config.spark.source == "jdbc")
+
+    def plan(self) -> RefreshPlan:
+        """What the run record and the log say about how the tiers are computed."""
+        config = self.config
+        where = f"spark ({config.spark.master.split(';', 1)[0]})"  # a Connect URL's ;token=... stays out
+        if config.spark.source == "parquet":
+            return RefreshPlan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
+        database = choose_plan(self.context.dialect, self.context.source)
+        read = "one JDBC partition per month" if database.chunked else \
+            "one JDBC partition per month, each scanning the whole raw table (no covering index: run " \
+            "`summarizer init --source-indexes`)"
+        return RefreshPlan(database.chunked, f"{where} reads the raw table in {read}", engine=SPARK)
+
+    def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
+                     jobs: int) -> None:
+        """A full refresh's compute step: every month of every tier, written into the (empty) shadow tables."""
+        job = TierJob(self.context)
+        months = None if self.config.spark.source == "parquet" else job.source_months()
+        job.write_tiers(shadow, stamp, months, check)
+
+    @contextmanager
+    def months(self, months: Sequence[dt.date], stamp: dt.datetime,
+               check: Callable[[], None]) -> Iterator[MonthWork]:
+        """Spark computes ``months`` into staging tables; yields the per-month step that moves one month
+        into the live tiers (one transaction: delete, insert from staging). Staging is dropped afterwards."""
+        context, steps = self.context, self.context.steps
+        live, stage = context.schema.live(), context.schema.tiers(STAGE_SUFFIX)
+        statements = context.rollup.staged_month_statements(list(live), list(stage))
+        data_version = context.schema.data_version()
+
+        def move(month: dt.date) -> Counter[str]:
+            return steps.replace_month(month, statements, data_version)
+        if not months:
+            yield move
+            return
+        drops = [context.dialect.drop_table_if_exists(t.name) for t in stage]
+        creates = [ddl(CreateTable(t), context.dialect.engine.dialect) for t in stage]
+        steps.execute("staging tables", [*drops, *creates])
+        try:
+            TierJob(context).write_tiers(stage, stamp, list(months), check)
+            yield move
+        finally:
+            try:
+                steps.execute("drop staging tables", drops)
+            except Exception as exc:  # the next run drops them; do not hide the error that got us here
+                log.warning("could not drop the staging tables: %s", exc)
+
+
 # --- checks before the run starts -------------------------------------------------------------------
-
-
-def preflight(refresher: Refresher, request: Request) -> None:
-    """Everything that can be wrong before Spark starts; raises before any run is recorded."""
-    config = refresher.config
-    jdbc_for(refresher.engine.url)
-    if not config.spark.master.startswith(MASTER_PREFIXES):
-        raise ConfigError(f"{config.spark.master!r} is not a Spark master URL: expected local[*], spark://host:7077, "
-                          "yarn, k8s://... or a Spark Connect sc://host:15002", section="spark", key="master")
-    _require_pyspark()
-    remote = config.spark.master.startswith("sc://")
-    if not remote and not shutil.which("java"):
-        raise ConfigError("the spark engine needs Java 17 or later on the PATH (Debian: default-jre-headless)")
-    if not remote:
-        _check_jars(config)
-    if config.spark.source == "jdbc":
-        check_source(refresher.dialect, refresher.source)
-        return
-    from .refresh import CHANGED, SINCE  # refresh imports this module: import at call time
-
-    if request.mode in (SINCE, CHANGED):
-        raise ConfigError("--since and --changed read the raw table's updated_at in the database; with "
-                          "source = parquet use --months", source=config.path, section="spark", key="source")
-    _check_parquet(config)
 
 
 def _require_pyspark() -> None:
@@ -170,54 +226,6 @@ def _check_parquet(config: Config) -> None:
                           source=config.path, section="spark", key="parquet_path")
 
 
-def plan(refresher: Refresher) -> Plan:
-    """What the run record and the log say about how the tiers are computed."""
-    config = refresher.config
-    where = f"spark ({config.spark.master.split(';', 1)[0]})"  # a Connect URL's ;token=... stays out of the record
-    if config.spark.source == "parquet":
-        return Plan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
-    database = choose_plan(refresher.dialect, refresher.source)
-    read = "one JDBC partition per month" if database.chunked else \
-        "one JDBC partition per month, each scanning the whole raw table (no covering index: run " \
-        "`summarizer init --source-indexes`)"
-    return Plan(database.chunked, f"{where} reads the raw table in {read}", engine=SPARK)
-
-
-# --- the two entry points ---------------------------------------------------------------------------
-
-
-def fill_shadows(refresher: Refresher, shadow: Tiers, stamp: dt.datetime, check: Callable[[], None]) -> None:
-    """A full refresh's compute step: every month of every tier, written into the (empty) shadow tables."""
-    job = TierJob(refresher)
-    months = None if refresher.config.spark.source == "parquet" else job.source_months()
-    job.write_tiers(shadow, stamp, months, check)
-
-
-@contextmanager
-def staged(refresher: Refresher, run: Run, months: Sequence[dt.date],
-           check: Callable[[], None]) -> Iterator[Callable[[dt.date], Counter[str]]]:
-    """Spark computes ``months`` into staging tables; yields the per-month step that moves one month
-    into the live tiers (one transaction: delete, insert from staging). Staging is dropped afterwards."""
-    live, stage = refresher.schema.live(), refresher.schema.tiers(STAGE_SUFFIX)
-    statements = refresher.rollup.staged_month_statements(list(live), list(stage))
-
-    def move(month: dt.date) -> Counter[str]:
-        return refresher.replace_month(month, statements)
-    if not months:
-        yield move
-        return
-    drops = [refresher.dialect.drop_table_if_exists(t.name) for t in stage]
-    refresher.execute("staging tables", [*drops, *(ddl(CreateTable(t), refresher.engine.dialect) for t in stage)])
-    try:
-        TierJob(refresher).write_tiers(stage, run.stamp, list(months), check)
-        yield move
-    finally:
-        try:
-            refresher.execute("drop staging tables", drops)
-        except Exception as exc:  # the next run drops them; do not hide the error that got us here
-            log.warning("could not drop the staging tables: %s", exc)
-
-
 # --- the job ------------------------------------------------------------------------------------------
 
 
@@ -235,17 +243,15 @@ class Rules:
 class TierJob:
     """One Spark computation of the three tiers, from the configured source into three tables."""
 
-    def __init__(self, refresher: Refresher) -> None:
-        self.refresher = refresher
-        self.config = refresher.config
-        self.jdbc = jdbc_for(refresher.engine.url)
-        self.quote = refresher.dialect.quote
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.config = context.config
+        self.jdbc = jdbc_for(context.dialect.engine.url)
+        self.quote = context.dialect.quote
 
     def source_months(self) -> list[dt.date]:
-        def read() -> list[dt.date]:
-            with self.refresher.engine.connect() as conn:
-                return [_as_date(m) for m in conn.execute(self.refresher.rollup.source_months()).scalars()]
-        return self.refresher._retry("months", read)
+        query = self.context.rollup.source_months()
+        return self.context.steps.read("months", lambda conn: [as_date(m) for m in conn.execute(query).scalars()])
 
     def write_tiers(self, targets: Tiers, stamp: dt.datetime, months: Sequence[dt.date] | None,
                     check: Callable[[], None]) -> None:
@@ -253,7 +259,7 @@ class TierJob:
         summary = self.config.summary
         rules = Rules(summary.unassigned_id, summary.all_marketplace, min(MAX_PRECISION, summary.value_precision),
                       summary.value_scale, stamp)
-        timed = self.refresher.timed
+        timed = self.context.steps.timed
         with spark_errors():
             with timed("spark session"):
                 spark = session(self.config)
@@ -281,7 +287,7 @@ class TierJob:
             brands = spark.read.parquet(f"{root}/{s.brands_table}")
             categories = spark.read.parquet(f"{root}/{s.categories_table}")
         else:
-            rollup = self.refresher.rollup
+            rollup = self.context.rollup
             everything = months if months is not None else self.source_months()
             predicates = [self._literal_sql(rollup.source_month_predicate(m)) for m in everything]
             raw = self._jdbc(spark, s.financials_table, predicates)
@@ -291,7 +297,7 @@ class TierJob:
                 brand_rows(brands, self.config), category_rows(categories, self.config))
 
     def _literal_sql(self, clause: Any) -> str:
-        dialect = self.refresher.engine.dialect
+        dialect = self.context.dialect.engine.dialect
         return str(clause.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
     def _jdbc(self, spark: SparkSession, table: str, predicates: list[str] | None = None) -> DataFrame:
@@ -474,8 +480,3 @@ def spark_message(exc: BaseException) -> str:
         first += " (Spark's launcher printed the reason on stderr)"
     return first[:1000]
 
-
-def _as_date(value: object) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])

@@ -1,4 +1,4 @@
-"""HTTP JSON routes over :mod:`summarizer.read` (FastAPI): routes, response shapes and error handlers only.
+"""HTTP JSON routes over :mod:`summarizer.serve.read` (FastAPI): routes, response shapes and error handlers only.
 
 Every success is ``{"data": ..., "meta": {...}}``; every error, whatever its status, is
 ``{"error": {"status", "code", "message", "parameter", "allowed", "detail"}}``. Query parameters are
@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
+from .. import __version__
+from ..config import Config
+from ..errors import DatabaseUnavailable, SchemaError
+from ..facade import Summarizer
 from .answers import CURSOR_PATTERN
 from .apidocs import add_docs
-from .app import Summarizer
-from .config import Config
-from .errors import DatabaseUnavailable, SchemaError
 from .httpmetrics import instrument
+from .pages import mount_pages
 from .read import (
     BIGINT_MAX,
     CATEGORIES,
@@ -39,7 +40,6 @@ from .read import (
     Reader,
     endpoint_params,
 )
-from .serve.pages import mount_pages
 
 log = logging.getLogger(__name__)
 

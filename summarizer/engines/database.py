@@ -1,0 +1,99 @@
+"""The database engine: the tiers computed by the serving database itself, with rollup.py's SQL.
+
+A full refresh fills the shadow tiers month by month (tier 1 from the raw table, then tier 2 from
+tier 1 and tier 3 from tier 2), each month of each tier one transaction that deletes what it is about
+to insert; without a covering index on the raw table tier 1 is one pass over it instead. An
+incremental refresh replaces each month of the live tiers in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from ..ddl import check_source
+from ..model import Tiers
+from ..months import as_date
+from ..plan import RefreshPlan, choose_plan, index_advice
+from ..runs import Mode
+from .base import Context, MonthWork
+
+log = logging.getLogger("summarizer.refresh")
+
+DATABASE = "database"
+
+
+class DatabaseEngine:
+    """The tiers computed with INSERT ... SELECT in the serving database."""
+
+    VALUE_PRECISION_CAP = 0
+    REPORTS_DUPLICATES_AS_FAILURE = False
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.steps, self.rollup = context.steps, context.rollup
+
+    def preflight(self, mode: Mode) -> None:
+        check_source(self.context.dialect, self.context.source)
+
+    def reads_source_here(self) -> bool:
+        return True
+
+    def plan(self) -> RefreshPlan:
+        return choose_plan(self.context.dialect, self.context.source)
+
+    def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
+                     jobs: int) -> None:
+        with self.steps.timed("months"):
+            months = self._full_months(shadow, plan, stamp)
+        self._full_chunks(shadow, months, stamp, plan.chunked, check, jobs)
+
+    @contextmanager
+    def months(self, months: Sequence[dt.date], stamp: dt.datetime,
+               check: Callable[[], None]) -> Iterator[MonthWork]:
+        context = self.context
+        statements = self.rollup.month_statements(list(context.schema.live()), stamp)
+        if months and not self.plan().chunked:
+            log.warning("the raw table has no covering index: each month reads the whole table. %s",
+                        index_advice(context.dialect, context.source))
+        data_version = context.schema.data_version()
+        yield lambda month: self.steps.replace_month(month, statements, data_version)
+
+    def _full_months(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime) -> list[dt.date]:
+        if not plan.chunked:
+            with self.steps.timed("tier1"):
+                log.info("tier1: one pass over the raw table")
+                self.steps.execute("tier1 (one pass)", [self.rollup.delete_all(shadow.asin),
+                                                        self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
+            query = self.rollup.table_months(shadow.asin)
+        else:
+            query = self.rollup.source_months() if self.context.dialect.LOOSE_INDEX_SCAN \
+                else self.rollup.source_months_by_lookups()
+        return self.steps.read("months", lambda conn: [as_date(m) for m in conn.execute(query).scalars()])
+
+    def _full_chunks(self, shadow: Tiers, months: list[dt.date], stamp: dt.datetime, chunked: bool,
+                     check: Callable[[], None], jobs: int = 1) -> None:
+        t1, t2, t3 = shadow
+        steps = [("tier1", [self.rollup.delete_month(t1), self.rollup.tier1_insert(t1, stamp, by_month=True)])] \
+            if chunked else []
+        steps += [("tier2", [self.rollup.delete_month(t2), *self.rollup.tier2_inserts(t2, t1, stamp)]),
+                  ("tier3", [self.rollup.delete_month(t3), self.rollup.tier3_insert(t3, t2, stamp)])]
+
+        def month_steps(month: dt.date) -> None:
+            for name, statements in steps:
+                with self.steps.timed(name):
+                    self.steps.execute(f"{name} {month:%Y-%m}", statements, {"month": month})
+        progress = self.steps.progress
+        progress.begin("full refresh", len(months))
+        try:
+            if jobs > 1:  # the shadow tiers' months are independent: several at once, one connection each
+                self.steps.parallel(months, jobs, check, month_steps)
+                return
+            for month in months:
+                check()
+                month_steps(month)
+                progress.advance(f"{month:%Y-%m}")
+        finally:
+            progress.end()
