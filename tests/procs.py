@@ -1,7 +1,7 @@
 """Helpers for the tests that start real ``summarizer`` processes and watch the database from outside.
 
 * :func:`start` / :func:`run` start ``python -m summarizer ...`` with the environment of
-  ``conftest.env_for``; :class:`Proc` collects its stderr line by line while it runs.
+  ``databases.env_for``; :class:`Proc` collects its stderr line by line while it runs.
 * :func:`watcher` gives a second MariaDB or PostgreSQL session: it finds the refresh's sessions
   on the server, kills them, and holds the locks that make a refresh wait where a test wants it.
 """
@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from summarizer.dialects import PostgresDialect
 
-from .conftest import env_for
+from .databases import env_for
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0

@@ -8,7 +8,7 @@ import sys
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from .conftest import env_for
+from .databases import env_for
 from .oracle import load, random_dataset
 
 

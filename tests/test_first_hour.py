@@ -30,7 +30,7 @@ from summarizer import DISTRIBUTION, __version__
 from summarizer.cli import cli
 from summarizer.config import example_ini, load_config
 
-from .conftest import env_for, make_app
+from .databases import env_for, make_app
 from .oracle import load, random_dataset
 from .test_api_http import _wait_until_up, free_port
 

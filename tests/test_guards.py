@@ -18,7 +18,7 @@ from summarizer import app as app_module
 from summarizer import refresh as refresh_module
 from summarizer.errors import TableClash
 
-from .conftest import env_for
+from .databases import env_for
 from .oracle import load, random_dataset
 
 DEFAULT_BRAND = "financials_summary_monthly_brand"

@@ -12,7 +12,7 @@ from summarizer.api import create_app
 from summarizer.errors import SchemaError
 from summarizer.read import Reader
 
-from .conftest import env_for
+from .databases import env_for
 from .oracle import load, random_dataset
 from .test_api_http import Http
 

@@ -22,7 +22,7 @@ from summarizer.errors import RefreshFailed
 from summarizer.lock import lock_name
 
 from . import procs
-from .conftest import scratch_database
+from .databases import scratch_database
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from summarizer.metrics import Outcome, render, write_file
 
-from .conftest import env_for, make_app
+from .databases import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
 
 BLOCKER = "financials_summary_monthly_category__new"  # a view where the refresh builds a shadow table

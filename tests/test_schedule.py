@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL, make_url
 
 from summarizer.schedule import cron_trigger, weekdays, zone
 
-from .conftest import env_for, make_app
+from .databases import env_for, make_app
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 UTC = zone("UTC")

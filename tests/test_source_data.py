@@ -12,7 +12,7 @@ from sqlalchemy import MetaData, create_engine, select, text
 
 from summarizer.read import Reader
 
-from .conftest import env_for
+from .databases import env_for
 from .oracle import load, random_dataset, source_tables
 
 TIERS = ("financials_summary_monthly_asin_marketplace", "financials_summary_monthly_brand",
