@@ -13,7 +13,7 @@ from summarizer.errors import RefreshFailed
 from summarizer.model import SHADOW_SUFFIX
 from summarizer.rollup import Rollup
 
-from . import procs
+from .clirun import run_cli
 from .oracle import METRICS, actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 
@@ -192,7 +192,7 @@ def test_the_cli_names_the_all_marketplace_label(db_url, app_factory, tmp_path):
     reload_rows(app.dialect.engine, tables, data)
 
     for args in (("refresh",), ("refresh", "--months", f"{month:%Y-%m}")):
-        done = procs.run(db_url, *args, cwd=tmp_path)
+        done = run_cli(db_url, *args, cwd=tmp_path)
         assert done.returncode == 1, done.stderr
         assert f"Error: refresh failed: {RESERVED_LABEL}" in done.stderr
         assert "UNIQUE" not in done.stderr and "Duplicate" not in done.stderr and "UniqueViolation" not in done.stderr

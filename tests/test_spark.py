@@ -26,9 +26,9 @@ from summarizer import ConfigError, RefreshFailed, UsageError, load_config
 from summarizer.read import Reader
 from summarizer.spark_engine import STAGE_SUFFIX, jdbc_for
 
+from .clirun import run_cli
 from .databases import env_for
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
-from .procs import run as run_cli
 from .procs import wait_until
 
 pytestmark = pytest.mark.spark
