@@ -59,8 +59,12 @@ def run_cli(url: URL | str, *args: str, cwd: Path | None = None, timeout: float 
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
 
-def invoke(url: URL | str, *args: str, cwd: Path | None = None, **settings: str) -> subprocess.CompletedProcess[str]:
-    """``summarizer ARGS`` in this process; an unexpected exception ends up on stderr with exit 1, as it would."""
+def invoke(url: URL | str | None, *args: str, cwd: Path | None = None,
+           **settings: str) -> subprocess.CompletedProcess[str]:
+    """``summarizer ARGS`` in this process, as a fresh process would run it (``url`` None: none configured).
+
+    An unexpected exception ends up on stderr with exit 1, as it would from ``python -m summarizer``.
+    """
     env = _invoke_environment(settings_env(url, **{**DEFAULTS, **settings}))
     with _working_directory(cwd), _restored_process_state(), _closing_summarizers():
         result = CliRunner().invoke(cli.cli, list(args), env=env, prog_name="summarizer")
@@ -91,11 +95,15 @@ def _working_directory(cwd: Path | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _restored_process_state() -> Iterator[None]:
-    """Logging, the secrets to mask, the traceback hook and the current run: as they were before."""
+    """Logging, the secrets to mask, the traceback hook and the current run: as they were before.
+
+    The secrets start empty, as in a new process: one learnt by an earlier test must not mask for this one.
+    """
     loggers = _logger_state()
     last_resort = logging.lastResort.formatter if logging.lastResort is not None else None
     excepthook, run_id = sys.excepthook, logs.current_run_id
     remembered, connection = set(secrets._remembered), dict(secrets._connection)
+    forget_secrets()
     try:
         yield
     finally:
@@ -103,11 +111,17 @@ def _restored_process_state() -> Iterator[None]:
         if logging.lastResort is not None:
             logging.lastResort.setFormatter(last_resort)
         sys.excepthook, logs.current_run_id = excepthook, run_id
+        forget_secrets()
         with secrets._lock:
-            secrets._remembered.clear()
             secrets._remembered.update(remembered)
-            secrets._connection.clear()
             secrets._connection.update(connection)
+
+
+def forget_secrets() -> None:
+    """Empty the secrets module's memory of passwords and connection details (process-wide state)."""
+    with secrets._lock:
+        secrets._remembered.clear()
+        secrets._connection.clear()
 
 
 def _logger_state() -> dict[str, tuple[Any, ...]]:

@@ -19,7 +19,16 @@ from sqlalchemy.engine import URL, make_url
 
 from summarizer import Summarizer
 
+from .clirun import forget_secrets
 from .databases import ENGINES, make_app, scratch_database, server_urls_from_environment
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets() -> Iterator[None]:
+    """Each test starts with no remembered passwords: one learnt by an earlier test would mask for this one."""
+    forget_secrets()
+    yield
+    forget_secrets()
 
 
 @pytest.fixture(scope="session")

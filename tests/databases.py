@@ -77,10 +77,11 @@ def scratch_database(server: URL, name: str) -> Iterator[URL]:
         admin.dispose()
 
 
-def settings_env(url: URL | str, **settings: str) -> dict[str, str]:
-    """Only the summarizer variables for ``url`` and ``settings`` (``section_key=value``)."""
-    rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
-    env = {"SUMMARIZER_DATABASE_URL": rendered}
+def settings_env(url: URL | str | None, **settings: str) -> dict[str, str]:
+    """Only the summarizer variables for ``url`` (None: no URL) and ``settings`` (``section_key=value``)."""
+    env = {}
+    if url is not None:
+        env["SUMMARIZER_DATABASE_URL"] = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
     env.update({f"SUMMARIZER_{k.upper()}": v for k, v in settings.items()})
     return env
 
