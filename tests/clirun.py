@@ -4,7 +4,8 @@
   for what needs the real command, its exit status, signals or another process.
 * :func:`invoke` runs the same command line in this process with click's ``CliRunner`` (milliseconds):
   for the many cases that check only the exit code and the message of a command that fails, or does
-  little, before any real work.
+  little, before any real work. :func:`in_process` is the same with click's own ``Result`` and the
+  environment as given.
 
 Both take the database URL and ``section_key=value`` settings as environment overrides, and return a
 ``subprocess.CompletedProcess`` (``returncode``, ``stdout``, ``stderr``), so a test reads the same
@@ -19,16 +20,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL
 
 from summarizer import cli, logs, secrets
@@ -59,20 +62,31 @@ def run_cli(url: URL | str, *args: str, cwd: Path | None = None, timeout: float 
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
 
-def invoke(url: URL | str | None, *args: str, cwd: Path | None = None,
+def invoke(url: URL | str | None, *args: str, cwd: Path | None = None, timeout: float = 120.0,
            **settings: str) -> subprocess.CompletedProcess[str]:
     """``summarizer ARGS`` in this process, as a fresh process would run it (``url`` None: none configured).
 
-    An unexpected exception ends up on stderr with exit 1, as it would from ``python -m summarizer``.
+    An unexpected exception ends up on stderr with exit 1, as it would from ``python -m summarizer``; so
+    does running past ``timeout`` seconds (a command that should have failed at once and serves or
+    schedules instead), rather than hanging the suite.
     """
     env = _invoke_environment(settings_env(url, **{**DEFAULTS, **settings}))
-    with _working_directory(cwd), _restored_process_state(), _closing_summarizers():
-        result = CliRunner().invoke(cli.cli, list(args), env=env, prog_name="summarizer")
+    with _working_directory(cwd):
+        result = in_process(args, env, timeout=timeout)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         assert result.exc_info is not None
         stderr += secrets.redact("".join(traceback.format_exception(*result.exc_info)))
     return subprocess.CompletedProcess(["summarizer", *args], result.exit_code, result.stdout, stderr)
+
+
+def in_process(args: Sequence[str], env: dict[str, str | None], *, timeout: float = 120.0,
+               catch_exceptions: bool = True) -> Result:
+    """``summarizer ARGS`` through ``CliRunner`` with ``env`` over this process's environment, in the
+    current directory; what the command changes in the process is put back afterwards."""
+    with _restored_process_state(), _closing_summarizers(), _alarm(timeout):
+        return CliRunner().invoke(cli.cli, list(args), env=env, prog_name="summarizer",
+                                  catch_exceptions=catch_exceptions)
 
 
 def _invoke_environment(wanted: dict[str, str]) -> dict[str, str | None]:
@@ -91,6 +105,25 @@ def _working_directory(cwd: Path | None) -> Iterator[None]:
         return
     with tempfile.TemporaryDirectory(prefix="summarizer-invoke-") as empty, contextlib.chdir(empty):
         yield
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """A TimeoutError raised in the command after ``seconds`` (main thread only: signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise TimeoutError(f"the command ran past {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from .oracle import load, random_dataset
 from .test_secrets import free_port
 
 
-def summarizer(*args: str, url: URL | str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
-    return invoke(url, *args, cwd=cwd, **settings)
+def summarizer(*args: str, url: URL | str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return invoke(url, *args, cwd=cwd)
 
 
 def error_line(result: subprocess.CompletedProcess[str], code: int) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from summarizer.metrics import Outcome, render, write_file
 
+from .clirun import invoke
 from .databases import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
 
@@ -175,10 +176,10 @@ def test_a_run_skipped_for_the_lock_leaves_the_metrics_file_alone(tmp_path):
 
 def test_a_metrics_file_in_a_missing_directory_is_a_usage_error_and_nothing_runs(tmp_path):
     url, app = sqlite_loaded(tmp_path)
-    result = summarizer("refresh", "--metrics-file", str(tmp_path / "no" / "m.prom"), env=env_for(url))
+    result = invoke(url, "refresh", "--metrics-file", str(tmp_path / "no" / "m.prom"))
     assert result.returncode == 2
     assert f"--metrics-file: directory {tmp_path / 'no'} does not exist" in result.stderr
-    result = summarizer("refresh", "--metrics-file", str(tmp_path), env=env_for(url))
+    result = invoke(url, "refresh", "--metrics-file", str(tmp_path))
     assert result.returncode == 2 and "is a directory" in result.stderr
     assert app.runs.latest() == []
     app.close()
@@ -213,6 +214,6 @@ def test_log_format_json_writes_one_object_per_line(tmp_path):
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any(line["message"].startswith("swapped in:") for line in lines)
     assert dt.datetime.fromisoformat(lines[0]["time"]).utcoffset() == dt.timedelta(0)
-    bad = summarizer("--log-format", "xml", "refresh", env=env_for(url))
+    bad = invoke(url, "--log-format", "xml", "refresh")
     assert bad.returncode == 2 and "'xml' is not one of 'text', 'json'" in bad.stderr
     app.close()
