@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -36,7 +36,7 @@ from sqlalchemy.engine import URL
 
 from summarizer import cli, logs, secrets
 
-from .databases import env_for, settings_env
+from .databases import settings_env
 
 DEFAULTS = {"refresh_retry_initial_wait": "0.05"}
 
@@ -45,34 +45,49 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "summarizer", *args]
 
 
-def environment(url: URL | str, settings: dict[str, str]) -> dict[str, str]:
-    """The subprocess environment: this process's, without ``SUMMARIZER_CONFIG``, plus the URL and settings."""
-    if isinstance(url, str):
-        env = {**os.environ, **settings_env(url, **{**DEFAULTS, **settings})}
-    else:
-        env = env_for(url, **{**DEFAULTS, **settings})
-    env.pop("SUMMARIZER_CONFIG", None)
-    return env
+def environment(url: URL | str | None, settings: dict[str, str]) -> dict[str, str]:
+    """The subprocess environment: this process's without its summarizer settings (the test servers'
+    ``SUMMARIZER_TEST_*`` stay), plus the URL (None: none) and ``settings``."""
+    return {**_without_settings(os.environ), **settings_env(url, **{**DEFAULTS, **settings})}
 
 
-def run_cli(url: URL | str, *args: str, cwd: Path | None = None, timeout: float = 120.0,
+def _without_settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not _is_setting(k)}
+
+
+def _is_setting(name: str) -> bool:
+    return name.startswith("SUMMARIZER_") and not name.startswith("SUMMARIZER_TEST_")
+
+
+def run_cli(url: URL | str | None, *args: str, cwd: Path | None = None, timeout: float = 120.0,
             **settings: str) -> subprocess.CompletedProcess[str]:
     """``python -m summarizer ARGS`` to the end, in ``cwd``."""
-    return subprocess.run(command(*args), cwd=cwd, env=environment(url, settings), text=True,
+    return run_cli_env(environment(url, settings), *args, cwd=cwd, timeout=timeout)
+
+
+def run_cli_env(env: Mapping[str, str], *args: str, cwd: Path | None = None,
+                timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """:func:`run_cli` with the whole environment given (e.g. ``databases.env_for``)."""
+    return subprocess.run(command(*args), cwd=cwd, env=env, text=True,
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
 
 def invoke(url: URL | str | None, *args: str, cwd: Path | None = None, timeout: float = 120.0,
            **settings: str) -> subprocess.CompletedProcess[str]:
-    """``summarizer ARGS`` in this process, as a fresh process would run it (``url`` None: none configured).
+    """``summarizer ARGS`` in this process, as a fresh process would run it (``url`` None: none configured)."""
+    return invoke_env(settings_env(url, **{**DEFAULTS, **settings}), *args, cwd=cwd, timeout=timeout)
+
+
+def invoke_env(env: Mapping[str, str], *args: str, cwd: Path | None = None,
+               timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """:func:`invoke` given the environment a subprocess would get (its summarizer variables are used).
 
     An unexpected exception ends up on stderr with exit 1, as it would from ``python -m summarizer``; so
     does running past ``timeout`` seconds (a command that should have failed at once and serves or
     schedules instead), rather than hanging the suite.
     """
-    env = _invoke_environment(settings_env(url, **{**DEFAULTS, **settings}))
     with _working_directory(cwd):
-        result = in_process(args, env, timeout=timeout)
+        result = in_process(args, _invoke_environment(_only_settings(env)), timeout=timeout)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         assert result.exc_info is not None
@@ -89,10 +104,13 @@ def in_process(args: Sequence[str], env: dict[str, str | None], *, timeout: floa
                                   catch_exceptions=catch_exceptions)
 
 
+def _only_settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if _is_setting(k)}
+
+
 def _invoke_environment(wanted: dict[str, str]) -> dict[str, str | None]:
     """``CliRunner`` overlays its ``env`` on this process's: unset every other summarizer variable."""
-    unset: dict[str, str | None] = {name: None for name in os.environ
-                                    if name.startswith("SUMMARIZER_") and not name.startswith("SUMMARIZER_TEST_")}
+    unset: dict[str, str | None] = {name: None for name in os.environ if _is_setting(name)}
     return {**unset, **wanted}
 
 

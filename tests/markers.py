@@ -23,7 +23,7 @@ SERVER_FIXTURES = {"mysql_url": "mysql", "postgres_url": "postgres"}
 PARAMETRISED = ("db_url", "server_url")
 SLOW_MODULES = {"test_bench", "test_demo", "test_faults", "test_lock", "test_monitoring", "test_schedule",
                 "test_scripts", "test_spark"}
-PROCESS = re.compile(r"\b(subprocess|sys\.executable|Popen|procs\.|run_cli\()")
+PROCESS = re.compile(r"\b(subprocess|sys\.executable|Popen|procs\.|run_cli\w*\()")
 CALL = re.compile(r"\b([A-Za-z_]\w*)\(")
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from summarizer.metrics import Outcome, render, write_file
 
-from .clirun import invoke
+from .clirun import invoke, run_cli_env
 from .databases import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
 
@@ -25,8 +24,7 @@ BLOCKER = "financials_summary_monthly_category__new"  # a view where the refresh
 
 
 def summarizer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return run_cli_env(env, *args)
 
 
 @pytest.fixture

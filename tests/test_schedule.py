@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL, make_url
 
 from summarizer.schedule import cron_trigger, weekdays, zone
 
-from .clirun import invoke
+from .clirun import invoke, run_cli
 from .databases import env_for, make_app
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
@@ -283,9 +283,7 @@ def test_bad_schedule_settings_exit_2_before_anything_runs(tmp_path, settings, m
 
 
 def test_an_unreachable_database_at_start_exits_69(tmp_path):
-    env = env_for(make_url("mysql+pymysql://root@127.0.0.1:1/test"))
-    result = subprocess.run([sys.executable, "-m", "summarizer", "schedule"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli("mysql+pymysql://root@127.0.0.1:1/test", "schedule", cwd=tmp_path, timeout=60)
     assert result.returncode == 69 and "cannot connect" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -31,7 +31,7 @@ from summarizer.logs import setup_logging
 from summarizer.read import DASHBOARD, HEALTH, META
 from summarizer.secrets import redact, redact_url
 
-from .clirun import invoke
+from .clirun import invoke, run_cli_env
 from .oracle import load, random_dataset
 from .test_api_http import Http
 
@@ -53,8 +53,7 @@ TYPOS = {
 
 
 def summarizer(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return run_cli_env(env, *args, cwd=cwd)
 
 
 def in_process(*args: str, url: str | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
