@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL, make_url
@@ -21,6 +22,7 @@ from summarizer import Summarizer
 
 from .clirun import forget_secrets
 from .databases import ENGINES, make_app, scratch_database, server_urls_from_environment
+from .setups import Refreshed, load_and_refresh
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +88,17 @@ def app_factory(tmp_path: Path) -> Iterator[object]:
     yield factory
     for app in made:
         app.close()
+
+
+@pytest.fixture
+def refreshed_on(app_factory: Any) -> Any:
+    """``refreshed_on(url, seed=..., rows=..., source_indexes=..., settings={...})``: a Summarizer on ``url``
+    with a random dataset loaded, init and a full refresh run (tests/setups.py); closed after the test."""
+
+    def make(url: URL, *, settings: dict[str, str] | None = None, source_indexes: bool = False,
+             **dataset: Any) -> Refreshed:
+        return load_and_refresh(app_factory(url, **(settings or {})), source_indexes=source_indexes, **dataset)
+    return make
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:

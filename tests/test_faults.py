@@ -31,6 +31,7 @@ from summarizer.errors import RefreshFailed
 from . import procs
 from .clirun import run_cli
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
+from .setups import load_and_refresh
 from .test_lock import tier1_held
 
 Tiers = dict[str, dict[Any, Any]]
@@ -56,10 +57,8 @@ def says(messages: list[str], wording: dict[str, str], url: URL, *also: str) -> 
 # --- helpers ---------------------------------------------------------------------------------------
 def old_and_new(app: Any, seed: int, months: int = 4) -> tuple[Tiers, Tiers, list[dt.date]]:
     """Refresh the old data, then change two months of the raw table: (old tiers, new tiers, months)."""
-    data = random_dataset(seed=seed, rows=600, months=months, huge=app.dialect.EXACT_DECIMAL)
-    tables = load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
+    done = load_and_refresh(app, seed=seed, rows=600, months=months)
+    data, tables = done.data, done.tables
     old = expected_tiers(data)
     mutate(data, data.months[:2], seed=seed)
     reload_rows(app.dialect.engine, tables, data)

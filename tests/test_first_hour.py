@@ -30,6 +30,7 @@ from summarizer.config import example_ini, load_config
 from .clirun import in_process
 from .databases import env_for, make_app
 from .oracle import load, random_dataset
+from .setups import load_and_refresh
 from .test_api_http import _wait_until_up, free_port
 
 UNREACHABLE = "mysql+pymysql://root@127.0.0.1:1/test"
@@ -48,9 +49,7 @@ def refreshed(tmp_path: Path) -> URL:
     """A SQLite database with source rows, initialised and refreshed."""
     url = make_url(f"sqlite:///{tmp_path / 'first.db'}")
     app = make_app(url, tmp_path)
-    load(app.dialect.engine, random_dataset(seed=15, rows=300, huge=False))
-    app.init()
-    app.refresh()
+    load_and_refresh(app, seed=15, rows=300, huge=False)
     app.close()
     return url
 

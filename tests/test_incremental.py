@@ -30,6 +30,7 @@ from summarizer.months import parse_months
 from . import procs
 from .clirun import command, environment, invoke, run_cli
 from .oracle import Dataset, actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
+from .setups import load_and_refresh
 
 SENTINEL = dt.datetime(2000, 1, 1)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
@@ -318,9 +319,7 @@ def test_bad_month_specs(spec, message):
 def sqlite_refreshed(tmp_path: Path, app_factory: Any) -> tuple[Any, URL]:
     url = URL.create("sqlite", database=str(tmp_path / "cli.db"))
     app = changed_app(app_factory, url)
-    load(app.dialect.engine, random_dataset(seed=39, rows=200, months=3, huge=False))
-    app.init(source_indexes=True)
-    app.refresh()
+    load_and_refresh(app, seed=39, rows=200, months=3, huge=False, source_indexes=True)
     return app, url
 
 
