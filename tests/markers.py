@@ -2,8 +2,9 @@
 
 * ``mysql`` / ``postgres``: the test runs on that server (an ``*_url`` fixture, or ``db_url`` /
   ``server_url`` parametrised with that engine);
-* ``slow``: the test starts real processes (``python -m summarizer``, a scheduler, a server, Spark)
-  or is in a module that exists for such tests. Detected from the test's source, and from the
+* ``slow``: the test starts real processes (``python -m summarizer`` through ``clirun.run_cli`` or
+  ``procs``, a scheduler, a server, Spark) or is in a module that exists for such tests; in-process
+  runs (``clirun.invoke``) are not slow. Detected from the test's source, and from the
   source of the module's own helpers it calls, so a new test needs no decorator to be classified.
 
 The quick local loop is then ``pytest -m 'not slow'`` (SQLite and in-process tests only when no
