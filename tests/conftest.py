@@ -9,6 +9,7 @@ modules: ``databases.py`` (servers, scratch databases, ``make_app``, ``env_for``
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +24,18 @@ from summarizer import Summarizer
 from .clirun import forget_secrets
 from .databases import ENGINES, make_app, scratch_database, server_urls_from_environment
 from .setups import Refreshed, load_and_refresh
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_log_handlers() -> Iterator[None]:
+    """A test (or command) that sets up logging leaves a root handler on a stream closed after it: remove it,
+    or every later log line is a "Logging error"; pytest's own handlers stay."""
+    root = logging.getLogger()
+    known, level = set(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in known]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
