@@ -1,81 +1,58 @@
-"""Engines for the behaviour tests: SQLite always; MariaDB and PostgreSQL from the environment.
+"""The fixtures and hooks of the tests: the engines they run on: SQLite always, the servers from the environment.
 
 ``SUMMARIZER_TEST_MYSQL_URL`` / ``SUMMARIZER_TEST_POSTGRES_URL`` name a server; each test gets a
 database of its own there, dropped afterwards. Without the variable a throwaway container is started
 through testcontainers where a Docker engine answers; else the engine's tests are skipped, saying why.
-CI sets both variables, so nothing is skipped there.
+CI sets both variables, so nothing is skipped there. The helpers behind the fixtures are plain
+modules: ``databases.py`` (servers, scratch databases, ``make_app``, ``env_for``) and ``clirun.py``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from summarizer import Summarizer, load_config
+from summarizer import Summarizer
 
-ENGINES = ["sqlite", "mysql", "postgres"]
-ENV = {"mysql": "SUMMARIZER_TEST_MYSQL_URL", "postgres": "SUMMARIZER_TEST_POSTGRES_URL"}
+from .clirun import forget_secrets
+from .databases import ENGINES, make_app, scratch_database, server_urls_from_environment
+from .setups import Refreshed, load_and_refresh
 
 
-def _docker_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+@pytest.fixture(autouse=True)
+def no_leaked_log_handlers() -> Iterator[None]:
+    """A test (or command) that sets up logging leaves a root handler on a stream closed after it: remove it,
+    or every later log line is a "Logging error"; pytest's own handlers stay."""
+    root = logging.getLogger()
+    known, level = set(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in known]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets() -> Iterator[None]:
+    """Each test starts with no remembered passwords: one learnt by an earlier test would mask for this one."""
+    forget_secrets()
+    yield
+    forget_secrets()
 
 
 @pytest.fixture(scope="session")
 def server_urls() -> Iterator[dict[str, URL | str]]:
-    """engine -> server URL, or the reason it is not available."""
-    urls: dict[str, URL | str] = {}
-    containers = []
-    docker = None
-    for engine, variable in ENV.items():
-        if os.environ.get(variable):
-            urls[engine] = make_url(os.environ[variable])
-            continue
-        docker = _docker_available() if docker is None else docker
-        if not docker:
-            urls[engine] = f"{variable} is not set and no Docker engine answers for testcontainers"
-            continue
-        container = _start_container(engine)
-        containers.append(container)
-        urls[engine] = make_url(container.get_connection_url())
+    """engine -> server URL, or the reason it is not available (tests/databases.py)."""
+    urls, containers = server_urls_from_environment()
     yield urls
     for container in containers:
         container.stop()
-
-
-def _start_container(engine: str):
-    if engine == "mysql":
-        from testcontainers.mysql import MySqlContainer
-        return MySqlContainer("mariadb:10.11", dialect="pymysql").start()
-    from testcontainers.postgres import PostgresContainer
-    return PostgresContainer("postgres:15", driver="psycopg").start()
-
-
-def scratch_database(server: URL, name: str) -> Iterator[URL]:
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    quote = admin.dialect.identifier_preparer.quote
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {quote(name)}"))
-    try:
-        yield server.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            if server.get_backend_name() == "postgresql":
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
-            conn.execute(text(f"DROP DATABASE IF EXISTS {quote(name)}"))
-        admin.dispose()
 
 
 @pytest.fixture(params=ENGINES)
@@ -113,22 +90,6 @@ def mysql_url(server_urls: dict[str, URL | str]) -> Iterator[URL]:
     yield from _server_database("mysql", server_urls)
 
 
-def make_app(url: URL, tmp_path: Path, **settings: str) -> Summarizer:
-    """A Summarizer on ``url``; ``settings`` as SECTION_KEY=value environment overrides."""
-    env = {"SUMMARIZER_DATABASE_URL": url.render_as_string(hide_password=False)}
-    env.update({f"SUMMARIZER_{k.upper()}": v for k, v in settings.items()})
-    env.setdefault("SUMMARIZER_REFRESH_RETRY_INITIAL_WAIT", "0.05")
-    return Summarizer(load_config(tmp_path / "absent.ini", env))
-
-
-def env_for(url: URL, **settings: str) -> dict[str, str]:
-    """Environment for a ``summarizer`` subprocess on ``url``."""
-    env = dict(os.environ)
-    env["SUMMARIZER_DATABASE_URL"] = url.render_as_string(hide_password=False)
-    env.update({f"SUMMARIZER_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
 @pytest.fixture
 def app_factory(tmp_path: Path) -> Iterator[object]:
     made: list[Summarizer] = []
@@ -140,6 +101,17 @@ def app_factory(tmp_path: Path) -> Iterator[object]:
     yield factory
     for app in made:
         app.close()
+
+
+@pytest.fixture
+def refreshed_on(app_factory: Any) -> Any:
+    """``refreshed_on(url, seed=..., rows=..., source_indexes=..., settings={...})``: a Summarizer on ``url``
+    with a random dataset loaded, init and a full refresh run (tests/setups.py); closed after the test."""
+
+    def make(url: URL, *, settings: dict[str, str] | None = None, source_indexes: bool = False,
+             **dataset: Any) -> Refreshed:
+        return load_and_refresh(app_factory(url, **(settings or {})), source_indexes=source_indexes, **dataset)
+    return make
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:

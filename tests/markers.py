@@ -2,8 +2,9 @@
 
 * ``mysql`` / ``postgres``: the test runs on that server (an ``*_url`` fixture, or ``db_url`` /
   ``server_url`` parametrised with that engine);
-* ``slow``: the test starts real processes (``python -m summarizer``, a scheduler, a server, Spark)
-  or is in a module that exists for such tests. Detected from the test's source, and from the
+* ``slow``: the test starts real processes (``python -m summarizer`` through ``clirun.run_cli`` or
+  ``procs``, a scheduler, a server, Spark) or is in a module that exists for such tests; in-process
+  runs (``clirun.invoke``) are not slow. Detected from the test's source, and from the
   source of the module's own helpers it calls, so a new test needs no decorator to be classified.
 
 The quick local loop is then ``pytest -m 'not slow'`` (SQLite and in-process tests only when no
@@ -23,7 +24,7 @@ SERVER_FIXTURES = {"mysql_url": "mysql", "postgres_url": "postgres"}
 PARAMETRISED = ("db_url", "server_url")
 SLOW_MODULES = {"test_bench", "test_demo", "test_faults", "test_lock", "test_monitoring", "test_schedule",
                 "test_scripts", "test_spark"}
-PROCESS = re.compile(r"\b(subprocess|sys\.executable|Popen|procs\.)")
+PROCESS = re.compile(r"\b(subprocess|sys\.executable|Popen|procs\.|run_cli\w*\()")
 CALL = re.compile(r"\b([A-Za-z_]\w*)\(")
 
 

@@ -1,7 +1,8 @@
 """Helpers for the tests that start real ``summarizer`` processes and watch the database from outside.
 
-* :func:`start` / :func:`run` start ``python -m summarizer ...`` with the environment of
-  ``conftest.env_for``; :class:`Proc` collects its stderr line by line while it runs.
+* :func:`start` starts ``python -m summarizer ...`` in the background, with the environment of
+  ``clirun.environment``; :class:`Proc` collects its stderr line by line while it runs (a command run
+  to the end is ``clirun.run_cli``).
 * :func:`watcher` gives a second MariaDB or PostgreSQL session: it finds the refresh's sessions
   on the server, kills them, and holds the locks that make a refresh wait where a test wants it.
 """
@@ -13,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from summarizer.dialects import PostgresDialect
 
-from .conftest import env_for
+from .clirun import command, environment
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
@@ -125,17 +125,6 @@ class Proc:
         return "\n".join(self.lines)
 
 
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "summarizer", *args]
-
-
-def environment(url: URL, settings: dict[str, str]) -> dict[str, str]:
-    settings = {"refresh_retry_initial_wait": "0.05", **settings}
-    env = env_for(url, **settings)
-    env.pop("SUMMARIZER_CONFIG", None)
-    return env
-
-
 def start(url: URL, *args: str, cwd: Path, stalled: bool = False, **settings: str) -> Proc:
     """``summarizer ARGS`` in the background; ``settings`` as SECTION_KEY=value environment overrides.
 
@@ -164,12 +153,6 @@ def _full_pipe() -> tuple[int, int]:
                 os.write(writer, FILLER.encode() * size)
     os.set_blocking(writer, True)
     return reader, writer
-
-
-def run(url: URL, *args: str, cwd: Path, timeout: float = 60.0, **settings: str) -> subprocess.CompletedProcess[str]:
-    """``summarizer ARGS`` to the end."""
-    return subprocess.run(command(*args), cwd=cwd, env=environment(url, settings), text=True,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
 
 class Watcher:

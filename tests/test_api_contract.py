@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from summarizer.serve.http import create_app
 from summarizer.serve.read import CATEGORIES, DASHBOARD, PROFITABILITY
 
-from .oracle import load, random_dataset
+from .setups import load_and_refresh
 from .test_api_http import Http
 from .test_read_api import SETTINGS
 
@@ -33,9 +33,7 @@ GOOD_TEXT = {"marketplace": "US", "metric": "revenue"}  # values the test data h
 @pytest.fixture
 def http(app_factory, tmp_path) -> Http:
     app = app_factory(make_url(f"sqlite:///{tmp_path / 'contract.db'}"), **SETTINGS)
-    load(app.dialect.engine, random_dataset(seed=8, rows=300, huge=False))
-    app.init()
-    app.refresh()
+    load_and_refresh(app, seed=8, rows=300, huge=False)
     return Http(create_app(app))
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from summarizer.serve.http import RESPONSES, ErrorResponse, create_app
 from summarizer.serve.read import CATEGORIES, DASHBOARD, HEALTH, META, PARAMS, PROFITABILITY
 
-from .conftest import env_for
+from .databases import env_for
 from .oracle import load, mutate, random_dataset, reload_rows
 from .test_read_api import (
     BAD_SYNTAX,

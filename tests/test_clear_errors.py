@@ -1,11 +1,10 @@
 """One ``Error:`` line and the right exit code, never a traceback: missing privileges, URLs the drivers refuse,
-a Redis URL that cannot work, a plain ``mysql://``. Through the real command, on real servers."""
+a Redis URL that cannot work, a plain ``mysql://``. Through the command, on real servers: in-process
+(``clirun.invoke``), but ``serve`` as a real process, which a regression would leave listening."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,16 +14,13 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL
 
+from .clirun import invoke, run_cli
 from .oracle import load, random_dataset
 from .test_secrets import free_port
 
 
-def summarizer(*args: str, url: URL | str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUMMARIZER_")}
-    env["SUMMARIZER_DATABASE_URL"] = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    env.update({f"SUMMARIZER_{k.upper()}": v for k, v in settings.items()})
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+def summarizer(*args: str, url: URL | str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return invoke(url, *args, cwd=cwd)
 
 
 def error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -155,8 +151,8 @@ def test_plain_mysql_and_postgresql_urls_use_the_installed_drivers(server_url, t
                                        "redis://127.0.0.1/0?socket_timeout=abc"])
 def test_serve_refuses_an_unusable_redis_url_before_it_listens(tmp_path, redis_url):
     port = free_port()
-    result = summarizer("serve", "--port", str(port), url=f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path,
-                        api_redis_url=redis_url)
+    result = run_cli(f"sqlite:///{tmp_path / 'x.db'}", "serve", "--port", str(port), cwd=tmp_path,
+                     api_redis_url=redis_url)
     line = error_line(result, 2)
     assert "section [api], key 'redis_url'" in line and "not a usable Redis URL" in line
     assert "Uvicorn running" not in result.stderr + result.stdout

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from sqlalchemy import create_engine, text
 
 from summarizer import Summarizer, load_config
 
+from .clirun import invoke, run_cli
+
 
 def test_demo_builds_a_database_whose_tiers_verify(tmp_path):
     path = tmp_path / "demo.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUMMARIZER_")}
-    result = subprocess.run([sys.executable, "-m", "summarizer", "demo", "--rows", "20000", "--path", str(path)],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    result = run_cli(None, "demo", "--rows", "20000", "--path", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "every tier matches the raw data" in result.stdout
     assert "top brands by revenue" in result.stdout and "summarizer serve" in result.stdout
@@ -36,7 +32,6 @@ def test_demo_builds_a_database_whose_tiers_verify(tmp_path):
 
 
 def test_demo_rejects_a_bad_row_count(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "summarizer", "demo", "--rows", "5"], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=60)
+    result = invoke(None, "demo", "--rows", "5", cwd=tmp_path)
     assert result.returncode == 2 and "--rows" in result.stderr
     assert not (tmp_path / "summarizer-demo.db").exists()

@@ -29,7 +29,9 @@ from summarizer import __version__
 from summarizer.errors import RefreshFailed
 
 from . import procs
+from .clirun import run_cli
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
+from .setups import load_and_refresh
 from .test_lock import tier1_held
 
 Tiers = dict[str, dict[Any, Any]]
@@ -55,10 +57,8 @@ def says(messages: list[str], wording: dict[str, str], url: URL, *also: str) -> 
 # --- helpers ---------------------------------------------------------------------------------------
 def old_and_new(app: Any, seed: int, months: int = 4) -> tuple[Tiers, Tiers, list[dt.date]]:
     """Refresh the old data, then change two months of the raw table: (old tiers, new tiers, months)."""
-    data = random_dataset(seed=seed, rows=600, months=months, huge=app.dialect.EXACT_DECIMAL)
-    tables = load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
+    done = load_and_refresh(app, seed=seed, rows=600, months=months)
+    data, tables = done.data, done.tables
     old = expected_tiers(data)
     mutate(data, data.months[:2], seed=seed)
     reload_rows(app.dialect.engine, tables, data)
@@ -429,17 +429,17 @@ def test_status_json_shows_every_kind_of_run(db_url, app_factory, tmp_path):
     load(app.dialect.engine, random_dataset(seed=60, rows=300, months=3, huge=app.dialect.EXACT_DECIMAL))
     app.init()
     app.refresh()
-    assert procs.run(db_url, "refresh", "--months", "2024-02", cwd=tmp_path).returncode == 0
+    assert run_cli(db_url, "refresh", "--months", "2024-02", cwd=tmp_path).returncode == 0
     killed = procs.start(db_url, "refresh", cwd=tmp_path, stalled=True)
     procs.wait_until(lambda: app.runs.holder(), "the run to record itself")
     killed.kill()
     with app.dialect.engine.begin() as conn:  # a permanent error: a raw row uses the all-marketplaces label
         conn.execute(text("INSERT INTO financials (asin, marketplace, month, metric, value) "
                           "VALUES ('A0001', 'ALL', '2024-01-01', 'revenue', 1)"))
-    failing = procs.run(db_url, "refresh", "--months", "2024-01", "--wait", "10", cwd=tmp_path)
+    failing = run_cli(db_url, "refresh", "--months", "2024-01", "--wait", "10", cwd=tmp_path)
     assert failing.returncode == 1 and "all_marketplace" in failing.stderr
 
-    result = procs.run(db_url, "status", "--json", cwd=tmp_path)
+    result = run_cli(db_url, "status", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout)["runs"]
     assert [(r["mode"], r["months"], r["status"]) for r in runs] == [

@@ -1,8 +1,8 @@
 """What a new user meets in the first hour: the commands that print what an operator copies, the exit
 codes, verify's report, the logs, config discovery and the small things.
 
-Most run in-process through click's CliRunner (a subprocess costs seconds); what needs a real process
-(the render module's --help, serve's uvicorn lines) starts one.
+Most run in-process through click's CliRunner (``clirun.in_process``; a subprocess costs seconds); what
+needs a real process (the render module's --help, serve's uvicorn lines) starts one.
 """
 
 from __future__ import annotations
@@ -10,28 +10,27 @@ from __future__ import annotations
 import configparser
 import datetime as dt
 import json
-import logging
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from filelock import FileLock
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
 from summarizer import DISTRIBUTION, __version__
-from summarizer.cli import cli
 from summarizer.config import example_ini, load_config
 
-from .conftest import env_for, make_app
+from .clirun import in_process
+from .databases import env_for, make_app
 from .oracle import load, random_dataset
+from .setups import load_and_refresh
 from .test_api_http import _wait_until_up, free_port
 
 UNREACHABLE = "mysql+pymysql://root@127.0.0.1:1/test"
@@ -42,17 +41,7 @@ def invoke(*args: str, url: URL | str | None = None, **env: str) -> Result:
     clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SUMMARIZER_")}
     if url is not None:
         clean["SUMMARIZER_DATABASE_URL"] = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    return CliRunner().invoke(cli, list(args), env={**clean, **env}, catch_exceptions=False)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The commands point the root logger at CliRunner's stderr; put back what pytest had."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    return in_process(args, {**clean, **env}, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -60,9 +49,7 @@ def refreshed(tmp_path: Path) -> URL:
     """A SQLite database with source rows, initialised and refreshed."""
     url = make_url(f"sqlite:///{tmp_path / 'first.db'}")
     app = make_app(url, tmp_path)
-    load(app.dialect.engine, random_dataset(seed=15, rows=300, huge=False))
-    app.init()
-    app.refresh()
+    load_and_refresh(app, seed=15, rows=300, huge=False)
     app.close()
     return url
 
@@ -190,8 +177,8 @@ def test_each_exit_code(refreshed, tmp_path, case, code):
 
 # --- 15.7: logs and timestamps ----------------------------------------------------------------------
 def test_log_format_after_the_command_and_every_line_carries_event_and_run_id(refreshed):
-    result = CliRunner().invoke(cli, ["refresh", "--log-format", "json", "--json"],
-                                env={"SUMMARIZER_DATABASE_URL": str(refreshed)}, catch_exceptions=False)
+    result = in_process(["refresh", "--log-format", "json", "--json"],
+                        {"SUMMARIZER_DATABASE_URL": str(refreshed)}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     run = json.loads(result.stdout)

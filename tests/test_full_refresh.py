@@ -13,7 +13,7 @@ from summarizer.errors import RefreshFailed
 from summarizer.model import SHADOW_SUFFIX
 from summarizer.rollup import Rollup
 
-from . import procs
+from .clirun import run_cli
 from .oracle import METRICS, actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 
@@ -47,12 +47,9 @@ def test_month_chunks_through_the_covering_index(db_url, app_factory):
     assert not app.explain()["temporary"] or app.dialect.name == "postgresql"
 
 
-def test_row_counts_add_up_to_the_raw_rows(db_url, app_factory):
-    app = app_factory(db_url)
-    data = random_dataset(seed=11, rows=300, huge=app.dialect.EXACT_DECIMAL)
-    load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
+def test_row_counts_add_up_to_the_raw_rows(db_url, refreshed_on):
+    done = refreshed_on(db_url, seed=11, rows=300)
+    app, data = done.app, done.data
     live = app.schema.live()
     with app.dialect.engine.connect() as conn:
         t1 = conn.execute(select(func.sum(live.asin.c.row_count))).scalar()
@@ -62,13 +59,9 @@ def test_row_counts_add_up_to_the_raw_rows(db_url, app_factory):
     assert int(t1) == int(t2_all) == int(t3) == len(data.rows)
 
 
-def test_a_failure_just_before_the_swap_leaves_the_live_tiers_untouched(db_url, app_factory, monkeypatch):
-    app = app_factory(db_url)
-    data = random_dataset(seed=8, huge=app.dialect.EXACT_DECIMAL)
-    tables = load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
-    before = actual_tiers(app.dialect.engine, app.schema.live().by_name())
+def test_a_failure_just_before_the_swap_leaves_the_live_tiers_untouched(db_url, refreshed_on, monkeypatch):
+    done = refreshed_on(db_url, seed=8)
+    app, data, tables, before = done.app, done.data, done.tables, done.tiers
     mutate(data, data.months[:2])
     reload_rows(app.dialect.engine, tables, data)
 
@@ -92,12 +85,9 @@ def test_a_failure_just_before_the_swap_leaves_the_live_tiers_untouched(db_url, 
     assert leftovers == []
 
 
-def test_readers_see_complete_old_or_complete_new_tiers(db_url, app_factory):
-    app = app_factory(db_url)
-    data = random_dataset(seed=21, rows=3000, months=12, huge=app.dialect.EXACT_DECIMAL)
-    tables = load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
+def test_readers_see_complete_old_or_complete_new_tiers(db_url, refreshed_on):
+    done = refreshed_on(db_url, seed=21, rows=3000, months=12)
+    app, data, tables = done.app, done.data, done.tables
     old_total = sum(r["value"] for r in data.rows)
     mutate(data, data.months[:6])
     reload_rows(app.dialect.engine, tables, data)
@@ -163,13 +153,9 @@ def _with_label_rows(data, label="ALL"):
 
 
 @pytest.mark.parametrize("mode", ["full", "months"])
-def test_raw_rows_with_the_all_marketplace_label_fail_the_refresh_clearly(db_url, app_factory, mode):
-    app = app_factory(db_url)
-    data = random_dataset(seed=13, huge=app.dialect.EXACT_DECIMAL)
-    tables = load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
-    before = actual_tiers(app.dialect.engine, app.schema.live().by_name())
+def test_raw_rows_with_the_all_marketplace_label_fail_the_refresh_clearly(db_url, refreshed_on, mode):
+    done = refreshed_on(db_url, seed=13)
+    app, data, tables, before = done.app, done.data, done.tables, done.tiers
     month = _with_label_rows(data)
     reload_rows(app.dialect.engine, tables, data)
 
@@ -181,18 +167,14 @@ def test_raw_rows_with_the_all_marketplace_label_fail_the_refresh_clearly(db_url
     assert actual_tiers(app.dialect.engine, app.schema.live().by_name()) == before
 
 
-def test_the_cli_names_the_all_marketplace_label(db_url, app_factory, tmp_path):
-    app = app_factory(db_url)
-    data = random_dataset(seed=14, rows=200, huge=app.dialect.EXACT_DECIMAL)
-    tables = load(app.dialect.engine, data)
-    app.init()
-    app.refresh()
-    before = actual_tiers(app.dialect.engine, app.schema.live().by_name())
+def test_the_cli_names_the_all_marketplace_label(db_url, refreshed_on, tmp_path):
+    done = refreshed_on(db_url, seed=14, rows=200)
+    app, data, tables, before = done.app, done.data, done.tables, done.tiers
     month = _with_label_rows(data)
     reload_rows(app.dialect.engine, tables, data)
 
     for args in (("refresh",), ("refresh", "--months", f"{month:%Y-%m}")):
-        done = procs.run(db_url, *args, cwd=tmp_path)
+        done = run_cli(db_url, *args, cwd=tmp_path)
         assert done.returncode == 1, done.stderr
         assert f"Error: refresh failed: {RESERVED_LABEL}" in done.stderr
         assert "UNIQUE" not in done.stderr and "Duplicate" not in done.stderr and "UniqueViolation" not in done.stderr

@@ -7,8 +7,6 @@ every table, source and summary, with exactly the rows it had.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
@@ -18,15 +16,15 @@ from summarizer import facade as app_module
 from summarizer import refresh as refresh_module
 from summarizer.errors import TableClash
 
-from .conftest import env_for
+from .clirun import invoke_env
+from .databases import env_for
 from .oracle import load, random_dataset
 
 DEFAULT_BRAND = "financials_summary_monthly_brand"
 
 
 def summarizer(*args, env):
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return invoke_env(env, *args)
 
 
 def contents(url):

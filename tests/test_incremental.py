@@ -28,7 +28,9 @@ from summarizer.model import Tiers
 from summarizer.months import parse_months
 
 from . import procs
+from .clirun import command, environment, invoke, run_cli
 from .oracle import Dataset, actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
+from .setups import load_and_refresh
 
 SENTINEL = dt.datetime(2000, 1, 1)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
@@ -317,9 +319,7 @@ def test_bad_month_specs(spec, message):
 def sqlite_refreshed(tmp_path: Path, app_factory: Any) -> tuple[Any, URL]:
     url = URL.create("sqlite", database=str(tmp_path / "cli.db"))
     app = changed_app(app_factory, url)
-    load(app.dialect.engine, random_dataset(seed=39, rows=200, months=3, huge=False))
-    app.init(source_indexes=True)
-    app.refresh()
+    load_and_refresh(app, seed=39, rows=200, months=3, huge=False, source_indexes=True)
     return app, url
 
 
@@ -330,7 +330,7 @@ def sqlite_refreshed(tmp_path: Path, app_factory: Any) -> tuple[Any, URL]:
 def test_bad_arguments_exit_2_and_change_nothing(sqlite_refreshed, tmp_path, args):
     app, url = sqlite_refreshed
     before = (actual_tiers(app.dialect.engine, app.schema.live().by_name()), app.runs.latest())
-    result = procs.run(url, "refresh", *args, cwd=tmp_path, source_updated_at_column="updated_at")
+    result = invoke(url, "refresh", *args, cwd=tmp_path, source_updated_at_column="updated_at")
     assert result.returncode == 2, result.stderr
     option = next(a for a in args if a.startswith("--"))
     assert option in result.stderr and "Traceback" not in result.stderr
@@ -340,7 +340,7 @@ def test_bad_arguments_exit_2_and_change_nothing(sqlite_refreshed, tmp_path, arg
 def test_changed_without_updated_at_exits_2_naming_the_setting(sqlite_refreshed, tmp_path):
     app, url = sqlite_refreshed
     before = app.runs.latest()
-    result = procs.run(url, "refresh", "--changed", cwd=tmp_path)
+    result = invoke(url, "refresh", "--changed", cwd=tmp_path)
     assert result.returncode == 2
     assert "[source]" in result.stderr and "updated_at_column" in result.stderr
     assert app.runs.latest() == before
@@ -349,7 +349,7 @@ def test_changed_without_updated_at_exits_2_naming_the_setting(sqlite_refreshed,
 # --- progress and output -------------------------------------------------------------------------
 def test_progress_is_a_timestamped_log_line_per_month_when_not_on_a_terminal(sqlite_refreshed, tmp_path):
     _, url = sqlite_refreshed
-    result = procs.run(url, "refresh", "--months", "2024-01..2024-03", cwd=tmp_path)
+    result = run_cli(url, "refresh", "--months", "2024-01..2024-03", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines and all(LOG_LINE.match(line) for line in lines), result.stderr
@@ -361,14 +361,14 @@ def test_progress_is_a_timestamped_log_line_per_month_when_not_on_a_terminal(sql
 def test_quiet_prints_nothing_on_success(sqlite_refreshed, tmp_path):
     app, url = sqlite_refreshed
     for args in (["--months", "2024-02"], []):
-        result = procs.run(url, "refresh", "--quiet", *args, cwd=tmp_path)
+        result = run_cli(url, "refresh", "--quiet", *args, cwd=tmp_path)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert [r.status for r in app.runs.latest(2)] == ["succeeded", "succeeded"]
 
 
 def test_json_prints_the_run_record(sqlite_refreshed, tmp_path):
     app, url = sqlite_refreshed
-    result = procs.run(url, "refresh", "--json", "--months", "2024-01,2024-03", cwd=tmp_path)
+    result = run_cli(url, "refresh", "--json", "--months", "2024-01,2024-03", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     latest = app.runs.latest(1)[0]
@@ -382,7 +382,7 @@ def test_a_progress_bar_on_a_terminal(sqlite_refreshed, tmp_path):
     _, url = sqlite_refreshed
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen(procs.command("refresh"), cwd=tmp_path, env=procs.environment(url, {}),
+        proc = subprocess.Popen(command("refresh"), cwd=tmp_path, env=environment(url, {}),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
         os.close(follower)
         output = _read_all(leader, proc)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from sqlalchemy import inspect, text
 
@@ -12,7 +9,7 @@ from summarizer.errors import SchemaError
 from summarizer.serve.http import create_app
 from summarizer.serve.read import Reader
 
-from .conftest import env_for
+from .clirun import invoke
 from .oracle import load, random_dataset
 from .test_api_http import Http
 
@@ -110,9 +107,7 @@ def test_init_on_an_earlier_install_adds_the_data_version_once(db_url, app_facto
 
 
 def test_print_sql_prints_and_creates_nothing(db_url):
-    env = env_for(db_url)
-    result = subprocess.run([sys.executable, "-m", "summarizer", "init", "--print-sql"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = invoke(db_url, "init", "--print-sql")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("CREATE TABLE") == 5  # three tiers, the run history, the data version
     assert "INSERT INTO summarizer_data_version" in result.stdout

@@ -22,7 +22,8 @@ from summarizer.errors import RefreshFailed
 from summarizer.lock import lock_name
 
 from . import procs
-from .conftest import scratch_database
+from .clirun import run_cli
+from .databases import scratch_database
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 
@@ -73,7 +74,7 @@ def test_two_refreshes_started_together_one_runs_and_the_other_exits_75(db_url, 
 
         waiter = procs.start(db_url, "refresh", "--wait", "60", cwd=tmp_path)
         waiter.wait_for_line(rf"waiting up to 60s for the run lock, held by run {holder.id} ")
-        impatient = procs.run(db_url, "refresh", "--wait", "0.5", cwd=tmp_path)
+        impatient = run_cli(db_url, "refresh", "--wait", "0.5", cwd=tmp_path)
         assert impatient.returncode == 75 and "gave up after waiting 0.5s" in impatient.stderr
         if sqlite:
             winner.resume()

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,15 @@ from sqlalchemy.engine import make_url
 
 from summarizer.metrics import Outcome, exposition, write_file
 
-from .conftest import env_for, make_app
+from .clirun import invoke, run_cli_env
+from .databases import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
 
 BLOCKER = "financials_summary_monthly_category__new"  # a view where the refresh builds a shadow table
 
 
 def summarizer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return run_cli_env(env, *args)
 
 
 @pytest.fixture
@@ -175,10 +174,10 @@ def test_a_run_skipped_for_the_lock_leaves_the_metrics_file_alone(tmp_path):
 
 def test_a_metrics_file_in_a_missing_directory_is_a_usage_error_and_nothing_runs(tmp_path):
     url, app = sqlite_loaded(tmp_path)
-    result = summarizer("refresh", "--metrics-file", str(tmp_path / "no" / "m.prom"), env=env_for(url))
+    result = invoke(url, "refresh", "--metrics-file", str(tmp_path / "no" / "m.prom"))
     assert result.returncode == 2
     assert f"--metrics-file: directory {tmp_path / 'no'} does not exist" in result.stderr
-    result = summarizer("refresh", "--metrics-file", str(tmp_path), env=env_for(url))
+    result = invoke(url, "refresh", "--metrics-file", str(tmp_path))
     assert result.returncode == 2 and "is a directory" in result.stderr
     assert app.runs.latest() == []
     app.close()
@@ -213,6 +212,6 @@ def test_log_format_json_writes_one_object_per_line(tmp_path):
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any(line["message"].startswith("swapped in:") for line in lines)
     assert dt.datetime.fromisoformat(lines[0]["time"]).utcoffset() == dt.timedelta(0)
-    bad = summarizer("--log-format", "xml", "refresh", env=env_for(url))
+    bad = invoke(url, "--log-format", "xml", "refresh")
     assert bad.returncode == 2 and "'xml' is not one of 'text', 'json'" in bad.stderr
     app.close()

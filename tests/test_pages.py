@@ -36,7 +36,7 @@ from summarizer.errors import RefreshFailed
 from summarizer.months import add_months
 from summarizer.synth import Shape, generate
 
-from .conftest import env_for, make_app, scratch_database
+from .databases import env_for, make_app, scratch_database
 from .test_api_http import _wait_until_up, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.mysql]

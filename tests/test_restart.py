@@ -27,7 +27,7 @@ from summarizer import Summarizer
 from summarizer.lock import lock_name
 
 from . import procs, servers
-from .conftest import make_app
+from .databases import make_app
 from .oracle import actual_tiers, assert_tiers_equal
 from .test_faults import old_and_new
 

@@ -28,7 +28,8 @@ from sqlalchemy.engine import URL, make_url
 
 from summarizer.schedule import cron_trigger, weekdays, zone
 
-from .conftest import env_for, make_app
+from .clirun import invoke, run_cli
+from .databases import env_for, make_app
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
 
 UTC = zone("UTC")
@@ -276,16 +277,13 @@ def test_a_signal_while_idle_stops_at_once_and_the_log_says_when_the_next_run_is
 ])
 def test_bad_schedule_settings_exit_2_before_anything_runs(tmp_path, settings, message):
     url = make_url(f"sqlite:///{tmp_path / 'bad.db'}")
-    result = subprocess.run([sys.executable, "-m", "summarizer", "schedule"], env=env_for(url, **settings),
-                            capture_output=True, text=True, timeout=60)
+    result = invoke(url, "schedule", cwd=tmp_path, timeout=30, **settings)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
 
 
 def test_an_unreachable_database_at_start_exits_69(tmp_path):
-    env = env_for(make_url("mysql+pymysql://root@127.0.0.1:1/test"))
-    result = subprocess.run([sys.executable, "-m", "summarizer", "schedule"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli("mysql+pymysql://root@127.0.0.1:1/test", "schedule", cwd=tmp_path, timeout=60)
     assert result.returncode == 69 and "cannot connect" in result.stderr
     assert "Traceback" not in result.stderr
 

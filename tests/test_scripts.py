@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from summarizer.schedule import cron_trigger, zone
 
-from .conftest import env_for, make_app
+from .databases import env_for, make_app
 from .oracle import expected_tiers, load, random_dataset
 from .test_schedule import WEDNESDAY, SwapBlocker, fires, wait_for_orphaned_swap
 

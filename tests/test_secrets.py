@@ -31,6 +31,7 @@ from summarizer.secrets import redact, redact_url
 from summarizer.serve.http import create_app
 from summarizer.serve.read import DASHBOARD, HEALTH, META
 
+from .clirun import invoke, run_cli_env
 from .oracle import load, random_dataset
 from .test_api_http import Http
 
@@ -52,8 +53,12 @@ TYPOS = {
 
 
 def summarizer(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return run_cli_env(env, *args, cwd=cwd)
+
+
+def in_process(*args: str, url: str | None = None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``summarizer ARGS`` through ``clirun.invoke``: for what fails before connecting, or on connecting."""
+    return invoke(url, *args, cwd=cwd)
 
 
 def clean_env(**variables: str) -> dict[str, str]:
@@ -79,10 +84,10 @@ def assert_no_secret(*outputs: str) -> None:
 def test_a_mistyped_url_is_refused_without_its_password(tmp_path, typo, where):
     url, code = TYPOS[typo]
     if where == "environment":
-        result = summarizer("init", env=clean_env(SUMMARIZER_DATABASE_URL=url), cwd=tmp_path)
+        result = in_process("init", url=url, cwd=tmp_path)
     else:
         (tmp_path / "c.ini").write_text(f"[database]\nurl = {url}\n")
-        result = summarizer("--config", "c.ini", "status", env=clean_env(), cwd=tmp_path)
+        result = in_process("--config", "c.ini", "status", cwd=tmp_path)
     line = assert_one_error_line(result, code)
     assert_no_secret(result.stdout, result.stderr)
     assert "[database]" in line and "url" in line if code == 2 else "cannot connect" in line
@@ -92,17 +97,16 @@ def test_a_mistyped_url_is_refused_without_its_password(tmp_path, typo, where):
 def test_the_database_fields_never_show_the_password(tmp_path):
     fields = f"[database]\nhost = 127.0.0.1\nuser = {USER}\npassword = {PASSWORD}\ndatabase = {DATABASE}\n"
     (tmp_path / "bad.ini").write_text(fields + "port = abc\n")
-    line = assert_one_error_line(summarizer("--config", "bad.ini", "init", env=clean_env(), cwd=tmp_path), 2)
+    line = assert_one_error_line(in_process("--config", "bad.ini", "init", cwd=tmp_path), 2)
     assert "key 'port'" in line and "abc" in line and FRAGMENT not in line
     (tmp_path / "down.ini").write_text(fields + f"port = {free_port()}\n")
-    line = assert_one_error_line(summarizer("--config", "down.ini", "status", env=clean_env(), cwd=tmp_path), 69)
+    line = assert_one_error_line(in_process("--config", "down.ini", "status", cwd=tmp_path), 69)
     assert f"{USER}:***@127.0.0.1" in line and FRAGMENT not in line
 
 
 def test_a_spark_connect_token_is_masked(mysql_url, tmp_path):
     db = mysql_url.render_as_string(hide_password=False)
-    result = summarizer("refresh", "--spark-master", f"sc:/127.0.0.1:1/;token={PASSWORD}",
-                        env=clean_env(SUMMARIZER_DATABASE_URL=db), cwd=tmp_path)
+    result = in_process("refresh", "--spark-master", f"sc:/127.0.0.1:1/;token={PASSWORD}", url=db, cwd=tmp_path)
     line = assert_one_error_line(result, 2)
     assert "token=***" in line and "not a Spark master URL" in line
     assert_no_secret(result.stdout, result.stderr)

@@ -4,15 +4,14 @@ table, column and an example, through the real command, with the tiers left as t
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
 from summarizer.serve.read import Reader
 
-from .conftest import env_for
+from .clirun import invoke_env
+from .databases import env_for
 from .oracle import load, random_dataset, source_tables
 
 TIERS = ("financials_summary_monthly_asin_marketplace", "financials_summary_monthly_brand",
@@ -20,8 +19,7 @@ TIERS = ("financials_summary_monthly_asin_marketplace", "financials_summary_mont
 
 
 def summarizer(*args, env):
-    return subprocess.run([sys.executable, "-m", "summarizer", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return invoke_env(env, *args)
 
 
 def tier_rows(url):

@@ -27,9 +27,9 @@ from summarizer.engines.spark import jdbc_for
 from summarizer.model import STAGE_SUFFIX
 from summarizer.serve.read import Reader
 
-from .conftest import env_for
+from .clirun import run_cli
+from .databases import env_for
 from .oracle import actual_tiers, assert_tiers_equal, expected_tiers, load, mutate, random_dataset, reload_rows
-from .procs import run as run_cli
 from .procs import wait_until
 
 pytestmark = pytest.mark.spark

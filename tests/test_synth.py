@@ -1,6 +1,6 @@
 """The synthetic source data: sizes, ranges, every edge case the rollup must survive, determinism.
 
-Runs on SQLite always, and on MariaDB / PostgreSQL through conftest's ``db_url`` (a scratch database
+Runs on SQLite always, and on MariaDB / PostgreSQL through the ``db_url`` fixture (a scratch database
 per test, skipped with the reason when no server is configured).
 """
 

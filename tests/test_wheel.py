@@ -16,7 +16,7 @@ import pytest
 
 from summarizer.config import example_ini
 
-from .conftest import make_app
+from .databases import make_app
 from .oracle import expected_tiers, load, random_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
