@@ -209,11 +209,12 @@ def test_the_service_command_runs_and_its_kill_signal_records_the_run_interrupte
             time.sleep(0.1)
         assert blocker.waiting(), "the refresh never reached its swap"
         proc.send_signal(getattr(signal, service["KillSignal"]))
-        _, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=90)  # seconds here; generous for a machine running many suites at once
         wait_for_orphaned_swap(blocker)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reap it here, not in a later test's garbage collection
         blocker.release()
         blocker.close()
     assert proc.returncode != 0 and "Traceback" not in stderr
