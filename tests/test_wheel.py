@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(where / "dist")], cwd=where)
     wheels = list((where / "dist").glob("summarizer_tiers-*.whl"))
     assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as wheel:  # the benchmark, which truncates tables, stays in the repository
+        names = wheel.namelist()
+    assert not [n for n in names if n.startswith("benchmarks/") or "bench" in n.rsplit("/", 1)[-1]], names
+    assert any(n.startswith("summarizer/serve/static/pages/") for n in names), names  # the pages ship
     run([sys.executable, "-m", "venv", str(where / "venv")], cwd=where)
     pip = [str(where / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     run([*pip, str(wheels[0])], cwd=where)
