@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,32 @@ def make_app(url: URL, tmp_path: Path, **settings: str) -> Summarizer:
 def env_for(url: URL, **settings: str) -> dict[str, str]:
     """Environment for a ``summarizer`` subprocess on ``url``."""
     return {**os.environ, **settings_env(url, **settings)}
+
+
+@contextmanager
+def database_user(url: URL, password: str, *, owner: bool) -> Iterator[URL]:
+    """An account of its own on ``url``'s database, logging in with ``password``: its ``owner`` (may do
+    everything there), or a reader (SELECT on every table, nothing else). Dropped afterwards."""
+    name = f"{'owner' if owner else 'ro'}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    mysql = url.get_backend_name() != "postgresql"
+    if mysql:
+        grant = f"GRANT {'ALL' if owner else 'SELECT'} ON `{url.database}`.* TO '{name}'@'%'"
+        setup = [f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'", grant]
+        teardown = [f"DROP USER '{name}'@'%'"]
+    else:
+        reader = ["REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                  f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}"]
+        grants = [f'ALTER DATABASE "{url.database}" OWNER TO {name}'] if owner else reader
+        setup = [f"CREATE ROLE {name} LOGIN PASSWORD '{password}'", *grants]
+        teardown = [f"REASSIGN OWNED BY {name} TO CURRENT_USER", f"DROP OWNED BY {name}", f"DROP ROLE {name}"]
+    with admin.connect() as conn:
+        for statement in setup:
+            conn.execute(text(statement))
+    try:
+        yield url.set(username=name, password=password)
+    finally:
+        with admin.connect() as conn:
+            for statement in teardown:
+                conn.execute(text(statement))
+        admin.dispose()

@@ -5,9 +5,6 @@ a Redis URL that cannot work, a plain ``mysql://``. Through the command, on real
 from __future__ import annotations
 
 import subprocess
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL
 
 from .clirun import invoke, run_cli
+from .databases import database_user
 from .oracle import load, random_dataset
 from .test_secrets import free_port
 
@@ -58,36 +56,10 @@ def as_admin(url: URL, *statements: str) -> None:
         engine.dispose()
 
 
-@contextmanager
-def read_only_user(url: URL) -> Iterator[URL]:
-    """An account that may read every table of ``url``'s database and do nothing else."""
-    name = f"ro_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    mysql = url.get_backend_name() != "postgresql"
-    with admin.connect() as conn:
-        if mysql:
-            conn.execute(text(f"CREATE USER '{name}'@'%' IDENTIFIED BY 'ro'"))
-            conn.execute(text(f"GRANT SELECT ON `{url.database}`.* TO '{name}'@'%'"))
-        else:
-            conn.execute(text(f"CREATE ROLE {name} LOGIN PASSWORD 'ro'"))
-            conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
-            conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}"))
-    try:
-        yield url.set(username=name, password="ro")
-    finally:
-        with admin.connect() as conn:
-            if mysql:
-                conn.execute(text(f"DROP USER '{name}'@'%'"))
-            else:
-                conn.execute(text(f"DROP OWNED BY {name}"))
-                conn.execute(text(f"DROP ROLE {name}"))
-        admin.dispose()
-
-
 def test_a_read_only_user_is_told_which_privilege_is_missing(server_url, tmp_path):
     load_data(server_url, 5)
     mysql = server_url.get_backend_name() != "postgresql"
-    with read_only_user(server_url) as ro:
+    with database_user(server_url, "ro", owner=False) as ro:
         before = tables(server_url)
         for args in (["init"], ["init", "--source-indexes"]):
             line = error_line(summarizer(*args, url=ro, cwd=tmp_path), 1)
@@ -110,7 +82,7 @@ def _account(url: URL, mysql: bool) -> str:
 
 def test_postgres_source_index_needs_the_tables_owner(postgres_url, tmp_path):
     load_data(postgres_url, 5)
-    with read_only_user(postgres_url) as ro:
+    with database_user(postgres_url, "ro", owner=False) as ro:
         as_admin(postgres_url, f"GRANT CREATE ON SCHEMA public TO {ro.username}")
         line = error_line(summarizer("init", "--source-indexes", url=ro, cwd=tmp_path), 1)
         assert "must be owner of table financials" in line and "only a table's owner" in line

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,6 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
 
 from summarizer.config import load_config, url_problem
 from summarizer.logs import setup_logging
@@ -32,6 +30,7 @@ from summarizer.serve.http import create_app
 from summarizer.serve.read import DASHBOARD, HEALTH, META
 
 from .clirun import invoke, run_cli_env
+from .databases import database_user
 from .oracle import load, random_dataset
 from .test_api_http import Http
 
@@ -137,32 +136,6 @@ def free_port() -> int:
 
 
 @contextmanager
-def user_with_password(url: URL) -> Iterator[URL]:
-    """An account that logs in with PASSWORD and may do everything in ``url``'s database."""
-    name = f"secrets_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    mysql = url.get_backend_name() != "postgresql"
-    with admin.connect() as conn:
-        if mysql:
-            conn.execute(text(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{PASSWORD}'"))
-            conn.execute(text(f"GRANT ALL ON `{url.database}`.* TO '{name}'@'%'"))
-        else:
-            conn.execute(text(f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}'"))
-            conn.execute(text(f'ALTER DATABASE "{url.database}" OWNER TO {name}'))
-    try:
-        yield url.set(username=name, password=PASSWORD)
-    finally:
-        with admin.connect() as conn:
-            if mysql:
-                conn.execute(text(f"DROP USER '{name}'@'%'"))
-            else:
-                conn.execute(text(f"REASSIGN OWNED BY {name} TO CURRENT_USER"))
-                conn.execute(text(f"DROP OWNED BY {name}"))
-                conn.execute(text(f"DROP ROLE {name}"))
-        admin.dispose()
-
-
-@contextmanager
 def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, list[str]]]:
     """``summarizer serve`` on a free port: (base URL, its output lines once stopped)."""
     port = free_port()
@@ -195,7 +168,7 @@ def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
 
 def test_no_output_of_any_command_holds_the_password(server_url, tmp_path):
     outputs: list[str] = []
-    with user_with_password(server_url) as url:
+    with database_user(server_url, PASSWORD, owner=True) as url:
         engine = create_engine(url)
         load(engine, random_dataset(seed=13, rows=200))
         redis_url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/4?password={PASSWORD}"  # no Redis there
