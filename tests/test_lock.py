@@ -127,11 +127,11 @@ def test_the_lock_outlives_the_servers_idle_timeout(server_url, app_factory, cap
     """The lock's connection sits idle while a long step runs: a short server idle timeout (MySQL
     ``wait_timeout``, PostgreSQL ``idle_session_timeout``) must not end its session and so release the
     lock in the middle of the step, where another run could take it."""
-    url = short_idle_timeout(server_url, 1)
-    app = app_factory(url)
+    setup = app_factory(server_url)  # the data and the tables made with the server's usual timeout
     data = random_dataset(seed=44, rows=300)
-    load(app.dialect.engine, data)
-    app.init()
+    load(setup.dialect.engine, data)
+    setup.init()
+    app = app_factory(short_idle_timeout(server_url, 1))  # only the refresh meets the short one
     name = lock_name(app.dialect, app.config.refresh.lock_name)
     watcher = procs.watcher(server_url)
     outcome: dict[str, Any] = {}
