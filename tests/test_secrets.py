@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +31,7 @@ from summarizer.serve.read import DASHBOARD, HEALTH, META
 from .clirun import invoke, run_cli_env
 from .databases import database_user
 from .oracle import load, random_dataset
-from .test_api_http import Http
+from .test_api_http import Http, _wait_until_up
 
 PASSWORD = "S3cretPw0rd"
 FRAGMENT = "Pw0rd"  # in every password below
@@ -145,25 +144,13 @@ def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, list[str]]]:
                               cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, server)
+        _wait_until_up(base, server, timeout=30)
         yield base, output
     finally:
         server.terminate()
         server.wait(timeout=20)
         log.close()
         output.append((cwd / f"serve-{port}.log").read_text())
-
-
-def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "the server exited"
-        try:
-            httpx.get(f"{base}/api/health", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError("the server did not start")
 
 
 def test_no_output_of_any_command_holds_the_password(server_url, tmp_path):
