@@ -1,0 +1,76 @@
+"""The contract between the follower and a database's change stream.
+
+A :class:`ChangeStream` reads the server's own log of committed changes (MariaDB's binary log in row
+format, a PostgreSQL logical replication slot) without triggers and without touching the writers. It
+yields whole committed :class:`Transaction` objects in commit order, each carrying the opaque stream
+position *after* it: the follower stores that position in the same transaction as the deltas it
+applied, and a restarted follower reads again from the stored position, so no change is lost or
+applied twice.
+
+Row values arrive as Python values of the column's type: ``Decimal`` for DECIMAL/NUMERIC (never a
+float), ``datetime.date`` for DATE, ``datetime.datetime`` for DATETIME/TIMESTAMP, ``int`` and ``str``.
+Only the source tables the configuration names (raw, products, brands, categories) are reported;
+everything else in the stream is skipped by the stream itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Op(StrEnum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One row's change in a source table: the whole row before (update, delete) and after (insert, update)."""
+
+    table: str  # the source table's name as configured
+    op: Op
+    before: Mapping[str, object] | None
+    after: Mapping[str, object] | None
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One committed transaction's changes to the source tables, in the order they were made."""
+
+    changes: Sequence[RowChange]
+    position: str  # the stream position just after this transaction: where to resume
+    committed_at: dt.datetime | None  # the server's commit time (UTC, naive), for the lag
+
+
+class StreamGone(Exception):
+    """The stored position can no longer be read (binary log purged, slot dropped): resync needed."""
+
+
+class SchemaChanged(Exception):
+    """A source table's columns changed under the follower; following stops with this message."""
+
+
+class ChangeStream(Protocol):
+    """A database's change stream, opened for the configured source tables."""
+
+    def problems(self) -> list[str]:
+        """What the server lacks for following (a setting, a privilege), each with how to set it; [] when ready."""
+
+    def current_position(self) -> str:
+        """The position of the newest committed change now: following from here skips everything before."""
+
+    def read(self, since: str, *, max_changes: int, wait: float) -> Iterator[Transaction]:
+        """Committed transactions after ``since``, oldest first, until about ``max_changes`` row changes
+        were yielded or nothing new arrived for ``wait`` seconds. Raises :class:`StreamGone` when
+        ``since`` is no longer available."""
+
+    def waiting(self, since: str) -> int | None:
+        """How much is waiting after ``since`` (changes, bytes or events; None when the stream cannot tell)."""
+
+    def close(self) -> None:
+        """Release the connection (a slot or binlog position stays where the follower stored it)."""
