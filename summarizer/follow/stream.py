@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from sqlalchemy.engine import Connection
+
 
 class Op(StrEnum):
     INSERT = "insert"
@@ -68,6 +70,12 @@ class ChangeStream(Protocol):
         """Committed transactions after ``since``, oldest first, until about ``max_changes`` row changes
         were yielded or nothing new arrived for ``wait`` seconds. Raises :class:`StreamGone` when
         ``since`` is no longer available."""
+
+    def snapshot_position(self, conn: Connection) -> str:
+        """Start ``conn``'s transaction on a consistent snapshot (before it reads anything) and return the
+        position to follow from afterwards: exactly the changes that snapshot did not see come after it.
+        A full refresh that reads the raw rows through this one transaction records the returned position,
+        and the follower resumes from there (the handover)."""
 
     def waiting(self, since: str) -> int | None:
         """How much is waiting after ``since`` (changes, bytes or events; None when the stream cannot tell)."""
