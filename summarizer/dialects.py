@@ -491,42 +491,29 @@ class month_after(FunctionElement[Any]):  # noqa: N801
     inherit_cache = True
 
 
-def _argument(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
-    return str(compiler.process(element.clauses, **kw))
+# {0} is the argument (once: a bound parameter is one placeholder); MySQL's spelling serves MariaDB's dialect
+# too. Through timestamp on PostgreSQL: a timestamptz is taken in the session's TimeZone, and a date costs no
+# time-zone arithmetic.
+MONTH_SQL: dict[type[month_start | month_after], dict[str, str]] = {
+    month_start: {"mysql": "(LAST_DAY({0} - INTERVAL 1 MONTH) + INTERVAL 1 DAY)",
+                  "postgresql": "CAST(date_trunc('month', CAST({0} AS TIMESTAMP)) AS DATE)",
+                  "sqlite": "date({0}, 'start of month')"},
+    month_after: {"mysql": "(CAST({0} AS DATE) + INTERVAL 1 MONTH)",
+                  "postgresql": "CAST(CAST({0} AS DATE) + INTERVAL '1 month' AS DATE)",
+                  "sqlite": "date({0}, '+1 month')"},
+}
 
 
-@compiles(month_start, "mysql")
-@compiles(month_start, "mariadb")
-def _mysql_month_start(element: month_start, compiler: SQLCompiler, **kw: Any) -> str:
-    value = _argument(element, compiler, **kw)
-    return f"(CAST({value} AS DATE) - INTERVAL (DAYOFMONTH({value}) - 1) DAY)"
+def _spelling(template: str) -> Any:
+    def spell(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
+        return template.format(compiler.process(element.clauses, **kw))
+    return spell
 
 
-@compiles(month_start, "postgresql")
-def _postgres_month_start(element: month_start, compiler: SQLCompiler, **kw: Any) -> str:
-    # through timestamp: a timestamptz is taken in the session's TimeZone, a date costs no zone arithmetic
-    return f"CAST(date_trunc('month', CAST({_argument(element, compiler, **kw)} AS TIMESTAMP)) AS DATE)"
-
-
-@compiles(month_start, "sqlite")
-def _sqlite_month_start(element: month_start, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"date({_argument(element, compiler, **kw)}, 'start of month')"
-
-
-@compiles(month_after, "mysql")
-@compiles(month_after, "mariadb")
-def _mysql_month_after(element: month_after, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"(CAST({_argument(element, compiler, **kw)} AS DATE) + INTERVAL 1 MONTH)"
-
-
-@compiles(month_after, "postgresql")
-def _postgres_month_after(element: month_after, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(CAST({_argument(element, compiler, **kw)} AS DATE) + INTERVAL '1 month' AS DATE)"
-
-
-@compiles(month_after, "sqlite")
-def _sqlite_month_after(element: month_after, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"date({_argument(element, compiler, **kw)}, '+1 month')"
+for _construct, _spellings in MONTH_SQL.items():
+    compiles(_construct)(_spelling(f"{_construct.name}({{0}})"))  # str(statement): the function's name
+    for _name, _template in {**_spellings, "mariadb": _spellings["mysql"]}.items():
+        compiles(_construct, _name)(_spelling(_template))
 
 
 def _sqlite_transactional_ddl(engine: Engine) -> None:

@@ -200,13 +200,13 @@ WIDE = {"source_financials_table": "order_lines", "source_date_column": "order_d
 LONG_AGO = dt.datetime(2020, 1, 1)  # the updated_at of loaded rows: older than any run's --changed start
 
 
-def wide_table(metadata: MetaData, date_type: Any = Date) -> Table:
+def wide_table(metadata: MetaData, date_type: Any = Date, *, nullable_date: bool = False) -> Table:
     """order_lines(id, order_date, asin, marketplace, net_amount, quantity, fee_amount, updated_at): the measures
     may be NULL; ``date_type`` is the date column's type (DATE by default)."""
     money = Numeric(18, 4).with_variant(REAL(), "sqlite")
     return Table("order_lines", metadata,
                  Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-                 Column("order_date", date_type, nullable=False), Column("asin", String(16), nullable=False),
+                 Column("order_date", date_type, nullable=nullable_date), Column("asin", String(16), nullable=False),
                  Column("marketplace", String(8), nullable=False), Column("net_amount", money, nullable=True),
                  Column("quantity", Integer, nullable=True), Column("fee_amount", money, nullable=True),
                  Column("updated_at", DateTime, nullable=False))
@@ -253,11 +253,11 @@ def _month(value: dt.date) -> dt.date:
     return dt.date(value.year, value.month, 1)
 
 
-def load_wide(engine: Engine, data: Dataset, date_type: Any = Date) -> dict[str, Table]:
+def load_wide(engine: Engine, data: Dataset, date_type: Any = Date, *, nullable_date: bool = False) -> dict[str, Table]:
     """The dimension tables of :func:`load` and ``data.rows`` in order_lines."""
     metadata = MetaData()
     dimensions = {k: v for k, v in source_tables(metadata).items() if k != "financials"}
-    tables = {"order_lines": wide_table(metadata, date_type), **dimensions}
+    tables = {"order_lines": wide_table(metadata, date_type, nullable_date=nullable_date), **dimensions}
     metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(insert(tables["categories"]), [{"category_id": c, "name": f"cat {c}"} for c in data.categories])

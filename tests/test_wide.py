@@ -144,6 +144,38 @@ def test_a_datetime_on_month_boundaries_counts_in_its_own_month(db_url, app_fact
     assert run.status == "succeeded" and app.verify().ok
 
 
+def test_a_date_that_is_no_date_is_refused(db_url, app_factory):
+    """NULL (and MariaDB's zero dates, which sort before their month's first day, outside its range): refresh and
+    verify exit 1 naming the table, the column and examples, through the index and without it; tiers untouched."""
+    engine = create_engine(db_url)
+    load_wide(engine, wide_dataset(seed=6, rows=120, months=3, huge=False), nullable_date=True)
+    engine.dispose()
+    env = env_for(db_url, **WIDE)
+    for command in (["init", "--source-indexes"], ["refresh"]):
+        assert invoke_env(env, *command).returncode == 0
+    app = app_factory(db_url, **WIDE)
+    before = tiers(app)
+    mysql = app.dialect.name == "mysql"
+    bad = ["NULL", "'2024-02-00'", "'0000-00-00'"] if mysql else ["NULL"]
+    with app.dialect.engine.begin() as conn:
+        if mysql:
+            conn.execute(text("SET SESSION sql_mode = ''"))  # lets MariaDB store its zero dates
+        for literal in bad:
+            conn.execute(text("INSERT INTO order_lines (order_date, asin, marketplace, net_amount, updated_at) "
+                              f"VALUES ({literal}, 'A0001', 'US', 5, CURRENT_TIMESTAMP)"))
+    for indexed in (True, False):
+        if not indexed:
+            with app.dialect.engine.begin() as conn:
+                conn.execute(text("DROP INDEX ix_order_lines_summarizer" + (" ON order_lines" if mysql else "")))
+        for command in (["refresh"], ["refresh", "--months", "2024-02"], ["verify"])[: 3 if indexed else 1]:
+            result = invoke_env(env, *command)
+            assert result.returncode == 1, (indexed, command, result.stderr)
+            assert f"the raw table order_lines has {len(bad)} row(s) whose order_date is not a date" in result.stderr
+            for literal in bad:
+                assert literal.strip("'") in result.stderr, (indexed, literal, result.stderr)
+    assert tiers(app) == before
+
+
 def test_a_chunk_of_a_date_column_reads_its_range_through_the_index(server_url, app_factory):
     """EXPLAIN: one month of the date column is an index range, not a scan (MariaDB and PostgreSQL)."""
     app = app_factory(server_url, **{f"source_{k}": v for k, v in WIDE_SETTINGS.items()})
