@@ -89,6 +89,9 @@ def test_a_wide_table_with_a_date_column_equals_the_oracle(db_url, app_factory):
     run = app.refresh(months=changed)
     assert run.months == ",".join(f"{m:%Y-%m}" for m in changed)
     check(app, data)
+    report = app.verify(changed)
+    assert report.ok and report.months == len(changed)
+    assert report.raw_rows == sum(1 for r in unpivoted(data).rows if r["month"] in changed)
 
     month = data.months[3]
     with app.dialect.engine.begin() as conn:  # the application changes rows of one month, stamping them
@@ -174,6 +177,35 @@ def test_a_date_that_is_no_date_is_refused(db_url, app_factory):
             for literal in bad:
                 assert literal.strip("'") in result.stderr, (indexed, literal, result.stderr)
     assert tiers(app) == before
+
+
+def test_a_timestamp_counts_in_the_month_its_session_time_zone_shows(server_url, app_factory):
+    """23:30 UTC on the last day of a month is the next month's first morning in Tokyo: a TIMESTAMP (MariaDB) or
+    timestamptz (PostgreSQL) counts in the month of the session's time zone, in month chunks and in verify."""
+    engine = create_engine(server_url)
+    mysql = engine.dialect.name == "mysql"
+    with engine.begin() as conn:
+        for table in ("categories", "brands", "products"):
+            source_tables(MetaData())[table].create(conn)
+        conn.execute(text(f"CREATE TABLE sales (sold_at {'TIMESTAMP NULL' if mysql else 'timestamptz'}, "
+                          "asin VARCHAR(16), marketplace VARCHAR(8), amount DECIMAL(18,4))"))
+        if mysql:
+            conn.execute(text("SET SESSION time_zone = '+00:00'"))
+        conn.execute(text("INSERT INTO sales VALUES (:at, 'A0001', 'US', :amount)"),
+                      [{"at": f"2024-0{m}-{d} 23:30:00{'' if mysql else '+00'}", "amount": m}
+                       for m, d in ((1, 31), (2, 29), (1, 15))])
+        if not mysql:
+            conn.execute(text(f'ALTER DATABASE "{server_url.database}" SET timezone = \'Asia/Tokyo\''))
+    engine.dispose()
+    tokyo = server_url.update_query_dict({"init_command": "SET time_zone = '+09:00'"}) if mysql else server_url
+    app = app_factory(tokyo, source_financials_table="sales", source_date_column="sold_at",
+                      source_measures="revenue:amount")
+    app.init(source_indexes=True)
+    run = app.refresh()
+    assert run.plan.startswith("month chunks")
+    months = {key[0]: value[-2] for key, value in tiers(app)["category"].items()}
+    assert months == {dt.date(2024, 1, 1): 1, dt.date(2024, 2, 1): 1, dt.date(2024, 3, 1): 2}, months
+    assert app.verify().ok
 
 
 def test_a_chunk_of_a_date_column_reads_its_range_through_the_index(server_url, app_factory):
