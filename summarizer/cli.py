@@ -235,7 +235,7 @@ def explain(ctx: Context) -> None:
     if result["temporary"]:
         fix = ("the index exists but the database does not read through it in order: refresh the raw table's "
                "statistics (MySQL: ANALYZE TABLE; PostgreSQL: VACUUM ANALYZE, which index-only scans need)"
-               if result["chunked"] else "Run `summarizer init --source-indexes`")
+               if result["chunked"] else result["advice"])
         click.secho("WARNING: the GROUP BY over the raw table uses a temporary table or a sort; at tens of "
                     f"millions of rows that can take hours. {fix}.", fg="yellow")
 

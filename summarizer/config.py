@@ -36,6 +36,7 @@ CONFIG_ENV = "SUMMARIZER_CONFIG"
 TEST_PREFIX = "SUMMARIZER_TEST_"  # the test suite's server URLs
 log = logging.getLogger(__name__)
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+METRIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a metric name a wide source's measures give
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 BACKENDS = ("mysql", "mariadb", "postgresql", "sqlite")
@@ -66,9 +67,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("source", "categories_table", "categories", "identifier", "category names"),
     Setting("source", "asin_column", "asin", "identifier", "ASIN column of the raw table"),
     Setting("source", "marketplace_column", "marketplace", "identifier", "marketplace column of the raw table"),
-    Setting("source", "month_column", "month", "identifier", "DATE column holding the first day of the month"),
-    Setting("source", "metric_column", "metric", "identifier", "metric name column of the raw table"),
-    Setting("source", "value_column", "value", "identifier", "DECIMAL value column of the raw table"),
+    Setting("source", "month_column", "month", "identifier",
+            "DATE column holding the first day of the month (not read when date_column is set)"),
+    Setting("source", "date_column", "", "optional_identifier",
+            "DATE, DATETIME or TIMESTAMP column a row's month is taken from (the first day of its month, in the "
+            "database's time zone); empty: month_column holds first days"),
+    Setting("source", "metric_column", "metric", "identifier",
+            "metric name column of the raw table (long form; not read when measures is set)"),
+    Setting("source", "value_column", "value", "identifier",
+            "DECIMAL value column of the raw table (long form; not read when measures is set)"),
+    Setting("source", "measures", "", "measures",
+            "wide raw table: metric:column pairs, e.g. revenue:net_amount, units:quantity; each raw row gives one "
+            "value per measure (a NULL gives none); empty: long form, one metric_column/value_column pair per row"),
     Setting("source", "updated_at_column", "", "optional_identifier",
             "raw column holding the last change time (needed by refresh --changed); empty: none"),
     Setting("source", "product_asin_column", "asin", "identifier", "ASIN column of the products table"),
@@ -236,8 +246,23 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _measures(text: str) -> tuple[tuple[str, str], ...]:
+    """``'revenue:net_amount, units:quantity'`` -> ``(('revenue', 'net_amount'), ('units', 'quantity'))``."""
+    pairs: list[tuple[str, str]] = []
+    for item in (part.strip() for part in text.split(",")) if text else ():
+        metric, colon, column = (piece.strip() for piece in item.partition(":"))
+        if not colon or not METRIC.match(metric) or not IDENTIFIER.match(column):
+            raise ValueError("expected metric:column pairs separated by commas, like revenue:net_amount, "
+                             "units:quantity (a metric of letters, digits, _ . or -; a plain column name); "
+                             f"got {item!r}")
+        if metric in (m for m, _ in pairs):
+            raise ValueError(f"the metric {metric!r} is named twice: each metric comes from one column")
+        pairs.append((metric, column))
+    return tuple(pairs)
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "str": str, "int": _int, "float": _float, "url": _url, "list": _list,
+    "str": str, "int": _int, "float": _float, "url": _url, "list": _list, "measures": _measures,
     "identifier": _identifier, "optional_identifier": _optional_identifier, "duration": parse_duration,
 }
 
@@ -413,6 +438,11 @@ def _check(config: Config) -> None:
                           source=config.path, section="summary", key="value_scale")
     if not config.summary.all_marketplace:
         raise ConfigError("must not be empty", source=config.path, section="summary", key="all_marketplace")
+    longest = max((m for m, _ in config.source.measures), key=len, default="")
+    if len(longest) > config.summary.metric_length:
+        raise ConfigError(f"the metric {longest!r} is longer than [summary] metric_length "
+                          f"({config.summary.metric_length} characters)", source=config.path, section="source",
+                          key="measures")
     _check_choices(config)
 
 

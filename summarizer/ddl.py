@@ -12,15 +12,32 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Index, MetaData, Table, false, inspect, literal, select, text
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    false,
+    inspect,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.engine.interfaces import ReflectedColumn
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.types import NullType
 
 from . import version
 from .dialects import Dialect
-from .errors import SchemaError, SourceError, UsageError
+from .errors import ConfigError, SchemaError, SourceError, UsageError
 from .model import (
     Schema,
     Source,
@@ -127,19 +144,66 @@ def source_index_statements(dialect: Dialect, source: Source, inspector: Any) ->
 
 
 def check_source(dialect: Dialect, source: Source) -> None:
-    """Raise SourceError naming every source table or column the rollup needs and cannot find."""
+    """Raise SourceError naming every source table or column the rollup needs and cannot find; ConfigError
+    naming the setting for a measure or date column that is missing or of a type that cannot serve."""
     inspector = inspect(dialect.engine)
     tables = set(inspector.get_table_names()) | set(inspector.get_view_names())
+    typed = {m.column.name for m in source.measures} | ({source.month.name} if source.dated else set())
     problems = []
     for table, columns in source.required_columns().items():
         if table not in tables:
             problems.append(f"table {table} does not exist")
             continue
         have = {c["name"] for c in inspector.get_columns(table)}
-        problems += [f"table {table} has no column {c}" for c in columns if c not in have]
+        problems += [f"table {table} has no column {c}" for c in columns if c not in have
+                     and (table != source.financials.name or c not in typed)]
     if problems:
         raise SourceError("the source data is not where the config says: " + "; ".join(problems)
                           + ". Check [source] in the config")
+    check_source_types(dialect, source, {c["name"]: c["type"] for c in inspector.get_columns(source.financials.name)})
+
+
+def check_source_types(dialect: Dialect, source: Source, columns: dict[str, Any]) -> None:
+    """Raise ConfigError naming ``[source] measures`` or ``date_column`` for a column that is missing or whose
+    type (``columns``: name -> reflected type) cannot serve: a measure must be an exact number, a date a date."""
+    table = source.financials.name
+    for measure in source.measures:
+        name = measure.column.name
+        if problem := _measure_problem(dialect, name, columns.get(name)):
+            raise ConfigError(f"the measure {measure.metric}:{name}: the raw table {table} {problem}",
+                              source=source.origin, section="source", key="measures")
+    name = source.month.name
+    if source.dated and (problem := _date_problem(dialect, name, columns.get(name))):
+        raise ConfigError(f"the raw table {table} {problem}", source=source.origin, section="source",
+                          key="date_column")
+
+
+def _measure_problem(dialect: Dialect, column: str, type_: Any) -> str | None:
+    if type_ is None:
+        return f"has no column {column}"
+    spelled = _spelled(type_, dialect)
+    if isinstance(type_, Float) and dialect.EXACT_DECIMAL:
+        return (f"holds {spelled} (binary floating point) in {column}, whose sums are not exact: give the summaries "
+                f"a DECIMAL, for example through a view reading CAST({column} AS DECIMAL(18,4))")
+    if isinstance(type_, Integer | Numeric) or (not dialect.EXACT_DECIMAL and isinstance(type_, Float | NullType)):
+        return None
+    return (f"holds {spelled} in {column}, not a number: a measure must be an integer or DECIMAL column (or a "
+            "view's column cast to one)")
+
+
+def _date_problem(dialect: Dialect, column: str, type_: Any) -> str | None:
+    if type_ is None:
+        return f"has no column {column}"
+    if isinstance(type_, Date | DateTime) or (not dialect.EXACT_DECIMAL and isinstance(type_, String | NullType)):
+        return None  # SQLite keeps dates as text
+    return f"holds {_spelled(type_, dialect)} in {column}, not a DATE, DATETIME or TIMESTAMP"
+
+
+def _spelled(type_: Any, dialect: Dialect) -> str:
+    try:
+        return str(type_.compile(dialect=dialect.engine.dialect))
+    except Exception:  # a type this dialect cannot spell (NullType)
+        return type(type_).__name__
 
 
 def require_tables(dialect: Dialect, schema: Schema) -> None:

@@ -11,12 +11,28 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, Table, create_engine, event, extract, func, or_, text, type_coerce
+from sqlalchemy import (
+    Connection,
+    Date,
+    Engine,
+    String,
+    Table,
+    create_engine,
+    event,
+    extract,
+    func,
+    or_,
+    text,
+    type_coerce,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from .model import OLD_SUFFIX
 
@@ -116,6 +132,10 @@ class Dialect:
     def month_is_not_first_day(self, month: ColumnElement[Any]) -> ColumnElement[bool]:
         """Raw rows whose month is NULL or not a month's first day (MariaDB's zero dates have day 0)."""
         return or_(month.is_(None), extract("day", month) != 1)
+
+    def is_not_a_date(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
+        """Raw rows whose date (a date_column) has no month: NULL (MariaDB: also a zero date, see there)."""
+        return value.is_(None)
 
     def rename_indexes(self, live: Table, shadow: Table) -> list[str]:
         """After a rename the shadow's indexes still carry shadow names; give them the live ones."""
@@ -232,6 +252,10 @@ class MySQLDialect(Dialect):
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         # metadata-lock wait of the RENAME: give up soon so new queries do not queue behind it
         return [f"SET SESSION lock_wait_timeout = {int(seconds)}"]
+
+    def is_not_a_date(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
+        # a zero date (0000-00-00, 2024-02-00) sorts before its month's first day, outside the month's range
+        return or_(value.is_(None), func.month(value) == 0, func.dayofmonth(value) == 0)
 
     def create_index_online(self, ddl: CreateIndex) -> tuple[str, bool]:
         index = ddl.element
@@ -429,6 +453,10 @@ class SQLiteDialect(Dialect):
         text_ = type_coerce(month, String)
         return or_(month.is_(None), func.date(text_, "start of month").is_distinct_from(text_))
 
+    def is_not_a_date(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
+        # dates and timestamps are text: date() gives NULL for text that is not one
+        return or_(value.is_(None), func.date(type_coerce(value, String), "start of month").is_(None))
+
     def explain(self, conn: Connection, statement: ClauseElement) -> list[str]:
         rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {self.render(statement)}").fetchall()
         return [str(row[-1]) for row in rows]
@@ -439,6 +467,53 @@ class SQLiteDialect(Dialect):
 
     def now_sql(self) -> str:
         return "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+# --- months of dates and timestamps ---------------------------------------------------------------
+# SQL functions the statement builders use, spelled per database when the statement is compiled.
+
+
+class month_start(FunctionElement[Any]):  # noqa: N801 (named like the SQL function it stands for)
+    """The first day of the month of a DATE, DATETIME or TIMESTAMP, as a DATE, in the session's time zone:
+    MySQL/MariaDB its time_zone (a TIMESTAMP is shown in it), PostgreSQL its TimeZone (a timestamptz is
+    shown in it; a date and a timestamp have no zone), SQLite the text as written."""
+
+    type = Date()
+    name = "month_start"
+    inherit_cache = True
+
+
+class month_after(FunctionElement[Any]):  # noqa: N801
+    """The first day of the month after a month's first day: the end (excluded) of that month's range."""
+
+    type = Date()
+    name = "month_after"
+    inherit_cache = True
+
+
+# {0} is the argument (once: a bound parameter is one placeholder); MySQL's spelling serves MariaDB's dialect
+# too. Through timestamp on PostgreSQL: a timestamptz is taken in the session's TimeZone, and a date costs no
+# time-zone arithmetic.
+MONTH_SQL: dict[type[month_start | month_after], dict[str, str]] = {
+    month_start: {"mysql": "(LAST_DAY({0} - INTERVAL 1 MONTH) + INTERVAL 1 DAY)",
+                  "postgresql": "CAST(date_trunc('month', CAST({0} AS TIMESTAMP)) AS DATE)",
+                  "sqlite": "date({0}, 'start of month')"},
+    month_after: {"mysql": "(CAST({0} AS DATE) + INTERVAL 1 MONTH)",
+                  "postgresql": "CAST(CAST({0} AS DATE) + INTERVAL '1 month' AS DATE)",
+                  "sqlite": "date({0}, '+1 month')"},
+}
+
+
+def _spelling(template: str) -> Any:
+    def spell(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> str:
+        return template.format(compiler.process(element.clauses, **kw))
+    return spell
+
+
+for _construct, _spellings in MONTH_SQL.items():
+    compiles(_construct)(_spelling(f"{_construct.name}({{0}})"))  # str(statement): the function's name
+    for _name, _template in {**_spellings, "mariadb": _spellings["mysql"]}.items():
+        compiles(_construct, _name)(_spelling(_template))
 
 
 def _sqlite_transactional_ddl(engine: Engine) -> None:

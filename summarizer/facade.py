@@ -21,13 +21,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
 
 from .config import Config
-from .ddl import InitPlan, apply, plan_init, require_tables
+from .ddl import InitPlan, apply, check_source, plan_init, require_tables
 from .dialects import Dialect, connect
 from .errors import ConfigError, DatabaseUnavailable
 from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
-from .plan import choose_plan
+from .plan import choose_plan, index_advice
 from .privileges import named_privileges
+from .rawmonths import read_months
 from .refresh import Refresher, RefreshRequest
 from .rollup import Rollup
 from .runs import CHANGED, FULL, MONTHS, RUNNING, SINCE, SUCCEEDED, Run, RunLog, utcnow
@@ -151,6 +152,7 @@ class Summarizer:
             return refresher.run(request)
 
     def verify(self, months: Sequence[dt.date] | None = None) -> VerifyReport:
+        check_source(self.dialect, self.source)  # a source the configuration cannot read is a configuration error
         self._require_tables()
         check_months(self.dialect, self.source, "verify")
         return verify(self.dialect, self.rollup, self.schema.live(), months)
@@ -162,16 +164,21 @@ class Summarizer:
         return [m for m in sorted(set(months)) if m.isoformat() not in found]
 
     def explain(self) -> dict[str, Any]:
-        """The database's plan for tier 1's read of the raw table, and whether it needs a temporary table."""
+        """The database's plan for tier 1's read of the raw table, and whether it needs a temporary table.
+
+        A month chunk of a date column groups its rows apart from the index's order (their dates differ): a
+        temporary table of one month's groups, not of the whole table's, which is not reported as one."""
         plan = choose_plan(self.dialect, self.source)
         statement = self.rollup.tier1_select(utcnow(), by_month=plan.chunked)
         with self.dialect.engine.connect() as conn:
             if plan.chunked:
-                first = conn.execute(self.rollup.source_months().limit(1)).scalar()
-                statement = statement.params(month=first)
+                months = read_months(conn, self.dialect, self.rollup)
+                statement = statement.params(month=months[0] if months else None)
             lines = self.dialect.explain(conn, statement)
+        temporary = self.dialect.plan_uses_temporary(lines) and not (plan.chunked and self.source.dated)
         return {"plan": plan.describe(), "chunked": plan.chunked, "explain": lines,
-                "summary": self.dialect.plan_summary(lines), "temporary": self.dialect.plan_uses_temporary(lines)}
+                "summary": self.dialect.plan_summary(lines), "temporary": temporary,
+                "advice": "" if plan.chunked else index_advice(self.dialect, self.source)}
 
     def status(self, limit: int = 10) -> Status:
         self._require_tables()

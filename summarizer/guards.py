@@ -11,8 +11,9 @@ dropped:
 * every existing table under an owned name has the shape summarizer gives it. Only such a table is
   ever renamed or dropped: the refresh checks again right before it drops leftovers and right before
   the swap renames (:func:`foreign_tables`);
-* the summary's DECIMAL holds the raw value column: a scale at least the raw scale (no rounding),
-  and integer digits enough for sums of the raw values (no overflow).
+* the summary's DECIMAL holds the raw value column (each measure column of a wide table): a scale at
+  least the raw scale (no rounding), and integer digits enough for sums of the raw values (no overflow);
+* where the raw table exists, its measure and date columns exist and have types that can serve.
 
 Clashes and limits are configuration errors (exit 2) naming the setting that fixes them.
 """
@@ -26,10 +27,10 @@ from sqlalchemy import BigInteger, Integer, Numeric, SmallInteger, Table, inspec
 from sqlalchemy.types import Float
 
 from .config import Config
-from .ddl import shape_differences
+from .ddl import check_source_types, shape_differences
 from .dialects import Dialect
 from .errors import ConfigError, TableClash
-from .model import OLD_SUFFIX, SHADOW_SUFFIX, STAGE_SUFFIX, TIERS, Schema
+from .model import OLD_SUFFIX, SHADOW_SUFFIX, STAGE_SUFFIX, TIERS, Schema, source_from_config
 
 SOURCE_SETTINGS = ("financials_table", "products_table", "brands_table", "categories_table")
 DERIVED = {"": "", SHADOW_SUFFIX: "its full refresh's new copy", OLD_SUFFIX: "its full refresh's old copy",
@@ -79,6 +80,7 @@ def check_before_write(dialect: Dialect, config: Config, schema: Schema, *, valu
     owned = owned_tables(schema)
     check_lengths(config, owned, dialect)
     check_existing(config, dialect, owned)
+    check_source_columns(config, dialect)
     check_value_type(config, dialect, value_precision_cap)
 
 
@@ -161,16 +163,37 @@ def foreign_tables(dialect: Dialect, expected: Iterable[Table]) -> list[tuple[st
 # --- the value column ------------------------------------------------------------------------------
 
 
+def check_source_columns(config: Config, dialect: Dialect) -> None:
+    """Raise ConfigError when the raw table exists and a measure or the date column is missing or of a type
+    that cannot serve (ddl.check_source_types); a raw table not made yet is not checked (init before the data)."""
+    source = source_from_config(config)
+    inspector = inspect(dialect.engine)
+    if source.financials.name in set(inspector.get_table_names()) | set(inspector.get_view_names()):
+        columns = {c["name"]: c["type"] for c in inspector.get_columns(source.financials.name)}
+        check_source_types(dialect, source, columns)
+
+
 def check_value_type(config: Config, dialect: Dialect, precision_cap: int = 0) -> None:
-    """Raise ConfigError when summing the raw value column into the summary's DECIMAL could round or overflow.
+    """Raise ConfigError when summing a raw value column (each measure column of a wide table) into the summary's
+    DECIMAL could round or overflow.
 
     ``precision_cap`` is the widest DECIMAL the engine computing the tiers has (Spark: 38), if narrower."""
-    raw = raw_digits(config, dialect)
-    if raw is None or not dialect.EXACT_DECIMAL:
-        return  # no such column yet (init before the data), not a number type we can reason about, or REAL
+    if not dialect.EXACT_DECIMAL:
+        return  # REAL
+    for column in value_column_names(config):
+        raw = raw_digits(config, dialect, column)
+        if raw is not None:  # no such column yet (init before the data), or not a number type we can reason about
+            _check_digits(config, f"{config.source.financials_table}.{column}", raw, precision_cap)
+
+
+def value_column_names(config: Config) -> list[str]:
+    """The raw columns whose values are summed: the measure columns, or the value column."""
+    return list(dict.fromkeys(c for _, c in config.source.measures)) or [config.source.value_column]
+
+
+def _check_digits(config: Config, where: str, raw: tuple[int, int], precision_cap: int) -> None:
     raw_precision, raw_scale = raw
     precision, scale = config.summary.value_precision, config.summary.value_scale
-    where = f"{config.source.financials_table}.{config.source.value_column}"
     if raw_scale > scale:
         raise ConfigError(f"the raw column {where} has {raw_scale} decimal places and the summaries keep {scale}: "
                           f"sums would be rounded. Set value_scale = {raw_scale} (and value_precision to at least "
@@ -186,10 +209,10 @@ def check_value_type(config: Config, dialect: Dialect, precision_cap: int = 0) -
                           f"{needed}{cap}", source=config.path, section="summary", key="value_precision")
 
 
-def raw_digits(config: Config, dialect: Dialect) -> tuple[int, int] | None:
-    """(precision, scale) of the raw value column, or None when it does not exist or is no exact number."""
+def raw_digits(config: Config, dialect: Dialect, column: str) -> tuple[int, int] | None:
+    """(precision, scale) of a raw value column, or None when it does not exist or is no exact number."""
     inspector = inspect(dialect.engine)
-    table, column = config.source.financials_table, config.source.value_column
+    table = config.source.financials_table
     names = set(inspector.get_table_names()) | set(inspector.get_view_names())
     if table not in names:
         return None

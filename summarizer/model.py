@@ -49,8 +49,22 @@ RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
+class Measure:
+    """One measure column of a wide raw table and the metric its values are summed under."""
+
+    metric: str
+    column: ColumnClause[object]
+
+
+@dataclass(frozen=True)
 class Source:
-    """The raw table and its dimension tables, by role."""
+    """The raw table and its dimension tables, by role.
+
+    The raw table has one of two forms. *Long*: one ``(metric, value)`` pair per row. *Wide*
+    (``measures``): one column per metric, each raw row giving one value to each metric whose column is
+    not NULL. ``month`` is the column a row's month comes from: a DATE holding first days, or with
+    ``dated`` any DATE, DATETIME or TIMESTAMP, whose month's first day is the row's month.
+    """
 
     financials: TableClause
     asin: ColumnClause[str]
@@ -69,10 +83,27 @@ class Source:
     categories: TableClause
     category_id: ColumnClause[int]
     category_name: ColumnClause[str]
+    dated: bool = False  # month is any date or timestamp (date_column), not a month's first day
+    measures: tuple[Measure, ...] = ()  # wide: one metric per column; empty: long (metric, value)
+    origin: str = ""  # where the [source] settings came from, for messages
+
+    @property
+    def wide(self) -> bool:
+        return bool(self.measures)
+
+    def value_columns(self) -> list[ColumnClause[object]]:
+        """The raw columns whose values are summed: the measure columns, or the value column."""
+        return [m.column for m in self.measures] if self.wide else [self.value]
+
+    def read_columns(self) -> list[ColumnClause[Any]]:
+        """The raw table's columns the tiers are computed from (not updated_at)."""
+        keys: list[ColumnClause[Any]] = [self.month, self.asin, self.marketplace]
+        values = [] if self.wide else [self.metric]
+        return _distinct([*keys, *values, *self.value_columns()])
 
     def required_columns(self) -> dict[str, list[str]]:
         """Table name -> the columns the rollup reads from it."""
-        fin = [c.name for c in (self.asin, self.marketplace, self.month, self.metric, self.value)]
+        fin = [c.name for c in self.read_columns()]
         if self.updated_at is not None:
             fin.append(self.updated_at.name)
         return {
@@ -83,16 +114,26 @@ class Source:
         }
 
 
+def _distinct(columns: list[ColumnClause[Any]]) -> list[ColumnClause[Any]]:
+    """The columns without repeats (two measures may read one column), in order."""
+    return list({c.name: c for c in reversed(columns)}.values())[::-1]
+
+
 def source_from_config(config: Config) -> Source:
     s = config.source
     value_type = Numeric(65, 30)
+    month = column(s.date_column, DateTime) if s.date_column else column(s.month_column, Date)
     fin_cols: dict[str, ColumnClause[Any]] = {
         "asin": column(s.asin_column, String), "marketplace": column(s.marketplace_column, String),
-        "month": column(s.month_column, Date), "metric": column(s.metric_column, String),
+        "month": month, "metric": column(s.metric_column, String),
         "value": column(s.value_column, value_type),
     }
+    measured: dict[str, ColumnClause[Any]] = {name: column(name, value_type) for _, name in s.measures}
+    measures = tuple(Measure(metric, measured[name]) for metric, name in s.measures)
     updated_at = column(s.updated_at_column, DateTime) if s.updated_at_column else None
-    financials = table(s.financials_table, *fin_cols.values(), *([updated_at] if updated_at is not None else []))
+    read = [c for c in fin_cols.values() if not measures or c.key not in (s.metric_column, s.value_column)]
+    financials = table(s.financials_table, *_distinct([*read, *measured.values()]),
+                       *([updated_at] if updated_at is not None and updated_at.name not in measured else []))
     product_asin, product_brand = column(s.product_asin_column, String), column(s.product_brand_column, BigInteger)
     brand_id, brand_category = column(s.brand_id_column, BigInteger), column(s.brand_category_column, BigInteger)
     brand_name = column(s.brand_name_column, String)
@@ -105,6 +146,7 @@ def source_from_config(config: Config) -> Source:
         brand_id=brand_id, brand_category=brand_category, brand_name=brand_name,
         categories=table(s.categories_table, category_id, category_name),
         category_id=category_id, category_name=category_name,
+        dated=bool(s.date_column), measures=measures, origin=config.path,
     )
 
 
@@ -238,8 +280,9 @@ def data_version_table(metadata: MetaData, name: str) -> Table:
 
 
 def covering_index_columns(source: Source) -> list[str]:
-    """The raw-table index the refresh reads through: month first, then the group keys, then value."""
-    return [c.name for c in (source.month, source.asin, source.marketplace, source.metric, source.value)]
+    """The raw-table index the refresh reads through: month (or the date) first, then the group keys, then the
+    value columns (long form: value; wide: every measure column)."""
+    return [c.name for c in source.read_columns()]
 
 
 def covering_index_name(source: Source) -> str:

@@ -4,6 +4,13 @@ Tier 1 is aggregated from the raw table first and joined to products, brands and
 afterwards, so the joins look up one row per group rather than one per raw row. Tier 2 is built from tier 1, its
 ``ALL`` rows from its own per-marketplace rows, and tier 3 from tier 2's ``ALL`` rows: the raw table
 is read once per refresh.
+
+What a raw row gives the tiers (:meth:`Rollup.raw_groups`, the one rule every read of the raw table
+follows): its month is the month column's value, or with ``date_column`` the first day of the date's
+month; a long row gives its ``value`` to its ``metric``; a wide row gives each measure column's value to
+that measure's metric, and nothing to a metric whose column is NULL. ``row_count`` counts the raw rows
+that gave a value. A month chunk of a date column is the half-open range ``[month, next month)``, which
+an index leading with the date column serves.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CompoundSelect,
     Date,
     DateTime,
     Delete,
@@ -21,18 +29,24 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    and_,
     bindparam,
     case,
     delete,
     func,
     insert,
     literal,
+    literal_column,
+    or_,
     select,
+    union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
 
+from .dialects import month_after, month_start
 from .model import Schema, Source
+from .months import add_months
 
 TIER1_COLUMNS = ("month", "asin", "marketplace", "metric", "brand_id", "category_id",
                  "value", "row_count", "refreshed_at")
@@ -53,6 +67,16 @@ def _month_filter(query: Select[Any], column: ColumnElement[Any], month: ColumnE
     return query if month is None else query.where(column == month)
 
 
+Month = dt.date | ColumnElement[dt.date]
+
+
+def within_month(column: ColumnElement[Any], month: Month) -> ColumnElement[bool]:
+    """``column`` (a date or timestamp) in ``[month, next month)``: a range an index on it serves."""
+    if isinstance(month, dt.date):
+        return and_(column >= literal(month, Date), column < literal(add_months(month, 1), Date))
+    return and_(column >= month, column < month_after(month))
+
+
 class Rollup:
     """The statements of one configured rollup.
 
@@ -70,16 +94,72 @@ class Rollup:
     def _month(self, by_month: bool) -> ColumnElement[dt.date] | None:
         return self.month if by_month else None
 
+    # --- the raw rows ---------------------------------------------------------------------------
+    def raw_groups(self, *, by_month: bool) -> Select[tuple[object, ...]]:
+        """The raw rows summed per (month, asin, marketplace, metric): ``value`` and ``row_count``, one read of
+        the raw table; ``by_month`` reads one month (one chunk). The rule of the module docstring.
+
+        A wide table is grouped once by (month, asin, marketplace) with SUM and COUNT of each measure
+        column, and the groups are then unpivoted: crossed with the list of metrics, keeping a metric
+        whose COUNT is not 0."""
+        s = self.source
+        f = s.financials.alias("f")
+        month, group_month, where = self._raw_month(f.c[s.month.name], by_month)
+        keys = [f.c[s.asin.name].label("asin"), f.c[s.marketplace.name].label("marketplace")]
+        if not s.wide:
+            keys.append(f.c[s.metric.name].label("metric"))
+            grouped = select(month.label("month"), *keys, func.sum(f.c[s.value.name]).label("value"),
+                             func.count().label("row_count"))
+        else:
+            grouped = select(month.label("month"), *keys, *self._measure_sums(f))
+        grouped = grouped.group_by(*group_month, *(k.element for k in keys))
+        grouped = grouped if where is None else grouped.where(where)
+        if not s.wide:
+            return grouped
+        return self._unpivot(grouped.subquery("w"), ("month", "asin", "marketplace"), ("value", "row_count"))
+
+    def _raw_month(self, raw: ColumnElement[Any], by_month: bool) -> tuple[
+            ColumnElement[Any], list[ColumnElement[Any]], ColumnElement[bool] | None]:
+        """A raw row's month, what to group by for it, and the chunk's WHERE clause (None: every month).
+
+        A chunk of a date column is its month's range, so every row in it has the chunk's month: the
+        month is the parameter, and the rows are grouped by the other keys only."""
+        if not self.source.dated:
+            return raw, [raw], raw == self.month if by_month else None
+        if by_month:
+            return self.month, [], within_month(raw, self.month)
+        start = month_start(raw)
+        return start, [start], None
+
+    def _measure_sums(self, f: FromClause, *, absolute: bool = False) -> list[ColumnElement[Any]]:
+        """Per measure ``i``: ``v<i>`` = SUM, ``n<i>`` = COUNT (rows where it is not NULL), ``a<i>`` = SUM(ABS)."""
+        sums: list[ColumnElement[Any]] = []
+        for i, measure in enumerate(self.source.measures):
+            value = f.c[measure.column.name]
+            sums += [func.sum(value).label(f"v{i}"), func.count(value).label(f"n{i}")]
+            sums += [func.sum(func.abs(value)).label(f"a{i}")] if absolute else []
+        return sums
+
+    def _unpivot(self, grouped: FromClause, keys: Sequence[str], measures: Sequence[str]) -> Select[Any]:
+        """One row per group and metric from ``grouped``'s per-measure columns (``v<i>``, ``n<i>``, ``a<i>``):
+        ``measures`` names what each letter becomes (value, row_count, and maybe the absolute sum)."""
+        metrics = union_all(*(select(literal_column(str(i)).label("i"), literal(m.metric, String).label("metric"))
+                              for i, m in enumerate(self.source.measures))).subquery("m")
+
+        def pick(letter: str) -> ColumnElement[Any]:
+            return case({literal_column(str(i)): grouped.c[f"{letter}{i}"]
+                         for i in range(len(self.source.measures))}, value=metrics.c.i)
+        letters = dict(zip(("value", "row_count", "absolute"), "vna", strict=False))
+        return (select(*(grouped.c[k] for k in keys), metrics.c.metric,
+                       *(pick(letters[name]).label(name) for name in measures))
+                .select_from(grouped.join(metrics, literal_column("1") == literal_column("1")))  # a cross join
+                .where(pick("n") > 0))
+
     # --- tier 1 ---------------------------------------------------------------------------------
     def tier1_select(self, refreshed_at: Stamp, *, by_month: bool) -> Select[tuple[object, ...]]:
         """Tier 1 rows; ``by_month`` reads one month of the raw table (one chunk)."""
         s = self.source
-        f = s.financials.alias("f")
-        keys = [f.c[col.name].label(role) for role, col in
-                (("month", s.month), ("asin", s.asin), ("marketplace", s.marketplace), ("metric", s.metric))]
-        grouped = select(*keys, func.sum(f.c[s.value.name]).label("value"), func.count().label("row_count"))
-        grouped = _month_filter(grouped, f.c[s.month.name], self._month(by_month))
-        g = grouped.group_by(*(f.c[k.element.name] for k in keys)).subquery("g")
+        g = self.raw_groups(by_month=by_month).subquery("g")
         p, b, c = s.products.alias("p"), s.brands.alias("b"), s.categories.alias("c")
         product_brand = p.c[s.product_brand.name]
         brand = func.coalesce(product_brand, self.unassigned)
@@ -147,9 +227,29 @@ class Rollup:
             statements += [self.delete_month(target), insert(target).from_select(columns, rows)]
         return statements
 
-    def source_month_predicate(self, month: dt.date) -> ColumnElement[bool]:
-        """The raw rows of one month: the WHERE clause of one partition of a parallel read."""
-        return self.source.financials.c[self.source.month.name] == literal(month, Date)
+    def source_month_predicate(self, month: dt.date, raw: FromClause | None = None) -> ColumnElement[bool]:
+        """The raw rows of one month: the WHERE clause of one partition of a parallel read (of ``raw``, which
+        names the raw table's month column, default the raw table)."""
+        return self.raw_in_months([month], raw)
+
+    def raw_rows_select(self, month_label: str) -> Select[Any]:
+        """The raw table's columns the tiers are computed from, and each row's month as ``month_label`` (the
+        rule of :meth:`raw_groups`): what another engine reads to compute the tiers by the same rule."""
+        s = self.source
+        return select(self.raw_month().label(month_label), *(s.financials.c[c.name] for c in s.read_columns()))
+
+    def raw_in_months(self, months: Sequence[dt.date], raw: FromClause | None = None) -> ColumnElement[bool]:
+        """The raw rows of ``months`` (of ``raw``, default the raw table): ``month IN (...)``, or each month's
+        range of the date column."""
+        column = (raw if raw is not None else self.source.financials).c[self.source.month.name]
+        if not self.source.dated:
+            return column == literal(months[0], Date) if len(months) == 1 else column.in_(list(months))
+        return or_(*(within_month(column, month) for month in months))
+
+    def raw_month(self) -> ColumnElement[Any]:
+        """A raw row's month, computed from the row (the month column, or its date's month)."""
+        column = self.source.financials.c[self.source.month.name]
+        return month_start(column) if self.source.dated else column
 
     @staticmethod
     def delete_all(table: Table) -> Delete:
@@ -166,34 +266,31 @@ class Rollup:
         Read from ``tier1`` when given (a full refresh's shadow), else from the raw table; ``months``
         limits it to those months. The database compares, so a value its collation equates is found too.
         """
-        marketplace: ColumnElement[Any]
-        month: ColumnElement[Any]
         if tier1 is not None:
-            marketplace, month = tier1.c.marketplace, tier1.c.month
-        else:
-            f = self.source.financials
-            marketplace, month = f.c[self.source.marketplace.name], f.c[self.source.month.name]
-        query = select(marketplace).where(marketplace == self.all_marketplace)
-        if months:
-            query = query.where(month.in_(list(months)))
-        return query.limit(1)
+            query = select(tier1.c.marketplace).where(tier1.c.marketplace == self.all_marketplace)
+            return (query.where(tier1.c.month.in_(list(months))) if months else query).limit(1)
+        raw = self.source.financials.c[self.source.marketplace.name]
+        query = select(raw).where(raw == self.all_marketplace)
+        return (query.where(self.raw_in_months(months)) if months else query).limit(1)
 
     # --- months ---------------------------------------------------------------------------------
     def source_months(self) -> Select[Any]:
-        """Distinct months of the raw table (a loose index scan where month leads an index)."""
-        month = self.source.financials.c[self.source.month.name]
-        return select(month).distinct().order_by(month)
+        """Distinct months of the raw table (a loose index scan where month leads an index; a date column's
+        months: one scan, see :meth:`month_spans` for the way through an index)."""
+        month = self.raw_month()
+        return select(month.label("month")).distinct().order_by(month)
 
     def months_present(self, months: Sequence[dt.date]) -> Select[Any]:
         """Which of ``months`` the raw table has rows for."""
-        month = self.source.financials.c[self.source.month.name]
-        return select(month).distinct().where(month.in_(list(months)))
+        month = self.raw_month()
+        return select(month.label("month")).distinct().where(self.raw_in_months(months))
 
     def source_months_by_lookups(self) -> Select[Any]:
         """The same months, one index lookup each (``MIN(month) WHERE month > previous``, recursively).
 
         For databases without a loose index scan (PostgreSQL), where ``SELECT DISTINCT`` reads the
         whole index; use it only where an index leads with month, or each lookup scans the table.
+        Long form only: a date column's months come from :func:`month_spans`.
         """
         month = self.source.financials.c[self.source.month.name]
         first = select(func.min(month).label("month")).cte("months", recursive=True)
@@ -210,21 +307,28 @@ class Rollup:
         """Months with raw rows changed at or after ``:since`` (needs the updated_at column)."""
         s = self.source
         assert s.updated_at is not None
-        f = s.financials
-        return (select(f.c[s.month.name]).distinct()
-                .where(f.c[s.updated_at.name] >= bindparam("since", type_=DateTime))
-                .order_by(f.c[s.month.name]))
+        month = self.raw_month()
+        return (select(month.label("month")).distinct()
+                .where(s.financials.c[s.updated_at.name] >= bindparam("since", type_=DateTime))
+                .order_by(month))
 
     # --- verify ---------------------------------------------------------------------------------
     def raw_totals(self, months: Sequence[dt.date] | None) -> Select[tuple[object, ...]]:
-        """Per month and metric: SUM(value), COUNT(*), and SUM(ABS(value)) (the scale of REAL rounding)."""
+        """Per month and metric: SUM(value), COUNT(*), and SUM(ABS(value)) (the scale of REAL rounding), computed
+        apart from :meth:`raw_groups` (per month and metric, not per key) but by its rule."""
         s = self.source
         f = s.financials
-        month, metric, value = f.c[s.month.name], f.c[s.metric.name], f.c[s.value.name]
-        query = select(month, metric, func.sum(value), func.count(), func.sum(func.abs(value)))
+        month = self.raw_month()
+        if s.wide:
+            query = select(month.label("month"), *self._measure_sums(f, absolute=True))
+        else:
+            value = f.c[s.value.name]
+            query = select(month, f.c[s.metric.name], func.sum(value), func.count(), func.sum(func.abs(value)))
         if months:
-            query = query.where(month.in_(months))
-        return query.group_by(month, metric)
+            query = query.where(self.raw_in_months(months))
+        if not s.wide:
+            return query.group_by(month, f.c[s.metric.name])
+        return self._unpivot(query.group_by(month).subquery("w"), ("month",), ("value", "row_count", "absolute"))
 
     def tier_totals(self, table: Table, months: Sequence[dt.date] | None,
                     *, all_rows: bool | None = None) -> Select[tuple[object, ...]]:
@@ -249,3 +353,24 @@ class Rollup:
             func.sum(case((no_category, t2.c.row_count), else_=0)), func.sum(absolute),
             func.sum(case((no_brand, absolute), else_=0)), func.sum(case((no_category, absolute), else_=0)),
         ).where(t2.c.marketplace == self.all_marketplace)
+
+
+def date_bounds(source: Source) -> Select[Any]:
+    """The first and the last value of a date column (two index lookups where it leads an index)."""
+    column = source.financials.c[source.month.name]
+    return select(func.min(column), func.max(column))
+
+
+def month_spans(source: Source, months: Sequence[dt.date]) -> Select[Any] | CompoundSelect[Any]:
+    """For each of ``months``: the month, and the first and the last value of a date column in its range (NULL
+    where it has none): two index lookups per month where the column leads an index, in one statement.
+
+    Not a recursive ``MIN(date) WHERE date >= next month`` as :meth:`Rollup.source_months_by_lookups`:
+    MariaDB 10.11 scans the index from its start for each step of that (15 s for 36 months of 2M rows)."""
+    column = source.financials.c[source.month.name]
+
+    def span(month: dt.date) -> Select[Any]:
+        within = within_month(column, month)
+        first, last = (select(edge(column)).where(within).scalar_subquery() for edge in (func.min, func.max))
+        return select(literal(month, Date).label("month"), first.label("first"), last.label("last"))
+    return union_all(*(span(m) for m in months)) if len(months) > 1 else span(months[0])

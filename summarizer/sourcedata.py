@@ -6,6 +6,10 @@
   and status refuse them (:func:`check_months`). The check reads the raw table's distinct months,
   which the covering index ``(month, ...)`` gives cheaply (MySQL skips from month to month; elsewhere
   one index lookup per month), plus one lookup for a NULL; the rows are counted only when some are bad.
+* **Dates.** With ``[source] date_column`` any day or time of a month is fine; a NULL, a MariaDB zero
+  date or (SQLite) text that is no date has no month and is refused the same way. Through an index
+  leading with the date the check reads each month's first and last value (``rawmonths.py``: a zero date
+  sorts right before a month's first day, so it is one of them); without one, one scan.
 * **Duplicate keys.** A refresh that fails on a tier's primary key was given two rows for one key:
   duplicate ``products`` or ``brands`` rows, or raw keys that the summary's collation takes for equal
   (letter case, trailing spaces). :func:`duplicate_key_message` says which, only after such a failure.
@@ -17,12 +21,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, String, func, inspect, literal, select, type_coerce
+from sqlalchemy import Connection, Select, String, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from .dialects import Dialect
 from .errors import SourceDataError
 from .model import Source
+from .rawmonths import month_leads_an_index, month_of, read_dates
 
 SHOWN = 3  # example values in a message
 
@@ -58,19 +63,34 @@ def distinct_months(dialect: Dialect, source: Source) -> Select[Any]:
 
 
 def _month_leads_an_index(dialect: Dialect, source: Source) -> bool:
-    indexes = inspect(dialect.engine).get_indexes(source.financials.name)
-    return any(i["column_names"][:1] == [source.month.name] for i in indexes)
+    with dialect.engine.connect() as conn:
+        return month_leads_an_index(conn, source)
 
 
 def bad_months(conn: Connection, dialect: Dialect, source: Source) -> list[object]:
-    """Month values that are not a month's first day (None for NULL), at most a few."""
+    """Month values that are not a month's first day (None for NULL), at most a few; for a date column, values
+    that are no date."""
     month = source.financials.c[source.month.name]
-    months = conn.execute(distinct_months(dialect, source)).scalars()
-    found: list[object] = [m for m in months if not is_first_of_month(m)]
+    if source.dated:
+        found = bad_dates(conn, dialect, source)
+    else:
+        found = [m for m in conn.execute(distinct_months(dialect, source)).scalars() if not is_first_of_month(m)]
     has_null = conn.execute(select(literal(1)).select_from(source.financials).where(month.is_(None)).limit(1))
     if None not in found and has_null.first() is not None:
         found.append(None)
     return sorted(found, key=lambda m: (m is None, str(m)))[:SHOWN]
+
+
+def bad_dates(conn: Connection, dialect: Dialect, source: Source) -> list[object]:
+    """A date column's values that are not dates (not NULL; that is looked up apart), at most a few: through the
+    index whether there are any, then (there are, or no index tells) the examples in one scan."""
+    if month_leads_an_index(conn, source):
+        dates = read_dates(conn, source)
+        if dates.spans is not None and all(v is None or month_of(v) is not None for v in dates.edges()):
+            return []
+    column = source.financials.c[source.month.name]
+    query = select(type_coerce(column, String)).where(dialect.is_not_a_date(column), column.is_not(None))
+    return list(conn.execute(query.limit(SHOWN)).scalars())
 
 
 def check_months(dialect: Dialect, source: Source, doing: str, *, only_if_indexed: bool = False) -> None:
@@ -85,14 +105,18 @@ def check_months(dialect: Dialect, source: Source, doing: str, *, only_if_indexe
         if not found:
             return
         month = source.financials.c[source.month.name]
-        count = conn.execute(select(func.count()).select_from(source.financials)
-                             .where(dialect.month_is_not_first_day(month))).scalar_one()
+        bad = dialect.is_not_a_date(month) if source.dated else dialect.month_is_not_first_day(month)
+        count = conn.execute(select(func.count()).select_from(source.financials).where(bad)).scalar_one()
     raise SourceDataError(months_message(source, found, int(count), doing))
 
 
 def months_message(source: Source, examples: Sequence[object], count: int, doing: str) -> str:
     shown = ", ".join("NULL" if m is None else str(m) for m in examples)
     table, column = source.financials.name, source.month.name
+    if source.dated:
+        return (f"{doing} refused: the raw table {table} has {count} row(s) whose {column} is not a date "
+                f"(for example {shown}). Every summary keys a row by the month of its {column}, so those rows "
+                f"would be left out: set {table}.{column} on those rows (or delete them), then run it again")
     return (f"{doing} refused: the raw table {table} has {count} row(s) whose {column} is not the first day of a "
             f"month (for example {shown}). Every summary keys a month by its first day, so those rows would be "
             f"summed apart or left out: set {table}.{column} to the first day of each row's month (or delete the "

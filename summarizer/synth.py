@@ -21,6 +21,11 @@ The shape the refresh and its tests rely on:
   NULL category when ``b % 33 == 4`` (3 %): all four exist as soon as ``asins >= 17`` and ``brands >= 4``;
 * ``value`` is 1..1e6 with four decimals, spread over six orders of magnitude, 5 % negative and
   1 % exactly zero.
+
+``Shape(wide=True)`` makes a wide raw table instead of ``financials``: ``order_lines``, one row per order
+line, with an ``order_date`` on any of a month's first 28 days and three measures, ``net_amount`` (as
+``value`` above), ``quantity`` (1..5) and ``fee_amount`` (0..2, NULL in 10 % of the rows). The
+configuration that reads it is :data:`WIDE_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ from .errors import SummarizerError, UsageError
 P = 2_147_483_647  # 2**31 - 1, prime: x*x < 2**62 never overflows a BIGINT
 CHUNK_ROWS = 1_000_000
 SOURCE_TABLES = ("financials", "products", "brands", "categories")
+WIDE_TABLE = "order_lines"
+WIDE_SETTINGS = {"financials_table": WIDE_TABLE, "date_column": "order_date",  # [source] for order_lines
+                 "measures": "revenue:net_amount, units:quantity, fees:fee_amount"}
 VALUE_LIMIT = re.compile(r"^[A-Za-z0-9_]+$")
 
 NO_PRODUCT = (33, 16)  # asin index i % 33 == 16: the ASIN has no products row
@@ -65,6 +73,7 @@ class Shape:
     seed: int = 42
     skew: int = 3  # ASIN popularity exponent: index floor(asins * r**skew); higher: more rows per key
     rows_per_key: int = 1  # consecutive raw rows sharing one drawn (asin, marketplace, month, metric), like daily rows
+    wide: bool = False  # order_lines (a date, three measures) instead of financials (module docstring)
 
     def __post_init__(self) -> None:
         _check_positive(rows=self.rows, months=self.months, skew=self.skew, rows_per_key=self.rows_per_key)
@@ -75,6 +84,11 @@ class Shape:
             raise UsageError("asins must stay below 100,000,000 (ASINs are 'B0' + 8 digits)")
         _check_values("marketplaces", self.marketplaces, 8)
         _check_values("metrics", self.metrics, 32)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The source tables this shape fills: the raw table first."""
+        return (WIDE_TABLE, *SOURCE_TABLES[1:]) if self.wide else SOURCE_TABLES
 
     @property
     def asin_count(self) -> int:
@@ -126,6 +140,7 @@ class _Dialect:
     asin: str  # 'B0' + {i} zero-padded to 8 digits
     name: str  # {prefix} || {i}
     month: str  # first day of month number {k} counted from :first_month
+    day: str  # day {d} (0-based) of month number {k}: {month} plus {d} days
     row_source: Callable[[int, int], str]  # FROM item with one column n, lo..hi inclusive
     setup: tuple[str, ...] = ()
     analyze: str = "ANALYZE {table}"
@@ -141,6 +156,10 @@ SOURCE_DDL = (
     + "name VARCHAR(100)){engine}",
     "CREATE TABLE IF NOT EXISTS categories (category_id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(100)){engine}",
 )
+WIDE_DDL = """CREATE TABLE IF NOT EXISTS order_lines (
+        id {id}, order_date {date} NOT NULL, asin VARCHAR(16) NOT NULL, marketplace VARCHAR(8) NOT NULL,
+        net_amount {decimal} NOT NULL, quantity INTEGER NOT NULL, fee_amount {decimal} NULL, updated_at {updated_at}
+    ){engine}"""
 COLUMN_TYPES: dict[str, dict[str, str]] = {
     "mysql": {
         "id": "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
@@ -167,7 +186,7 @@ COLUMN_TYPES: dict[str, dict[str, str]] = {
 
 
 def _ddl(engine: str) -> tuple[str, ...]:
-    return tuple(statement.format(**COLUMN_TYPES[engine]) for statement in SOURCE_DDL)
+    return tuple(statement.format(**COLUMN_TYPES[engine]) for statement in (*SOURCE_DDL, WIDE_DDL))
 
 
 def _mariadb_rows(lo: int, hi: int) -> str:
@@ -202,6 +221,7 @@ _MYSQL = _Dialect(
     asin="CONCAT('B0', LPAD({i}, 8, '0'))",
     name="CONCAT({prefix}, {i})",
     month="(CAST(:first_month AS DATE) + INTERVAL ({k}) MONTH)",
+    day="(CAST(:first_month AS DATE) + INTERVAL ({k}) MONTH + INTERVAL ({d}) DAY)",
     row_source=_mysql8_rows,
     setup=("SET SESSION unique_checks = 0", "SET SESSION foreign_key_checks = 0"),
     analyze="ANALYZE TABLE {table}",
@@ -218,6 +238,7 @@ DIALECTS: dict[str, _Dialect] = {
         asin="('B0' || lpad(CAST({i} AS TEXT), 8, '0'))",
         name="({prefix} || CAST({i} AS TEXT))",
         month="CAST(CAST(:first_month AS DATE) + ({k}) * INTERVAL '1 month' AS DATE)",
+        day="CAST(CAST(:first_month AS DATE) + ({k}) * INTERVAL '1 month' + ({d}) * INTERVAL '1 day' AS DATE)",
         row_source=_postgresql_rows,
     ),
     "sqlite": _Dialect(
@@ -228,6 +249,7 @@ DIALECTS: dict[str, _Dialect] = {
         asin="('B0' || printf('%08d', {i}))",
         name="({prefix} || {i})",
         month="date(:first_month, '+' || ({k}) || ' months')",
+        day="date(:first_month, '+' || ({k}) || ' months', '+' || ({d}) || ' days')",
         row_source=_sqlite_rows,
     ),
 }
@@ -273,19 +295,41 @@ def _hashed(d: _Dialect, seed: int, streams: Sequence[str], lo: int, hi: int, ke
     return f"(SELECT n{columns} FROM {d.row_source(lo, hi)}) AS h"
 
 
-def _financials_select(d: _Dialect, shape: Shape, lo: int, hi: int) -> str:
-    """The SELECT that makes financials rows ``lo..hi`` (row numbers, 1-based)."""
+def _keys(d: _Dialect, shape: Shape) -> tuple[str, str, str]:
+    """The raw row's ASIN, marketplace and month number (0-based) from the popularity and place streams."""
     r = d.unit_float.format(x="popularity")
     asin_index = d.floor_of.format(x=" * ".join([str(shape.asin_count), *[r] * shape.skew]))
     marketplace = d.idiv.format(a=f"{len(shape.marketplaces)} * (place % 1024) * (place % 1024)", b=1024 * 1024)
     month = f"({d.idiv.format(a='place', b=1024)} % {shape.months})"
-    metric = f"(kind % {len(shape.metrics)})"
+    return d.asin.format(i=asin_index), _pick(marketplace, shape.marketplaces, "mp"), month
+
+
+def _rows(d: _Dialect, shape: Shape, lo: int, hi: int, keyed: Sequence[str]) -> str:
+    """FROM item: rows ``lo..hi`` with the four hash streams; ``keyed`` ones shared by ``rows_per_key`` rows."""
     key = "n" if shape.rows_per_key == 1 else d.idiv.format(a="n", b=shape.rows_per_key)
+    return _hashed(d, shape.seed, ("popularity", "place", "kind", "amount"), lo, hi, key, keyed)
+
+
+def _financials_select(d: _Dialect, shape: Shape, lo: int, hi: int) -> str:
+    """The SELECT that makes financials rows ``lo..hi`` (row numbers, 1-based)."""
+    asin, marketplace, month = _keys(d, shape)
+    metric = f"(kind % {len(shape.metrics)})"
     keyed = ("popularity", "place", "kind")  # the key columns; amount (the value) stays per row
     return (
-        f"SELECT {d.asin.format(i=asin_index)}, {_pick(marketplace, shape.marketplaces, 'mp')},"
-        f" {d.month.format(k=month)}, {_pick(metric, shape.metrics, 'mt')}, {_value(d)}"
-        f" FROM {_hashed(d, shape.seed, ('popularity', 'place', 'kind', 'amount'), lo, hi, key, keyed)}"
+        f"SELECT {asin}, {marketplace}, {d.month.format(k=month)}, {_pick(metric, shape.metrics, 'mt')}, {_value(d)}"
+        f" FROM {_rows(d, shape, lo, hi, keyed)}"
+    )
+
+
+def _order_lines_select(d: _Dialect, shape: Shape, lo: int, hi: int) -> str:
+    """The SELECT that makes order_lines rows ``lo..hi``: financials' keys and value, a day, two more measures."""
+    asin, marketplace, month = _keys(d, shape)
+    day = f"({d.idiv.format(a='amount', b=64)} % 28)"
+    quantity = f"(1 + {d.idiv.format(a='kind', b=16)} % 5)"
+    fee = f"CASE WHEN kind % 10 = 0 THEN NULL ELSE ({d.idiv.format(a='amount', b=4)} % 20000) / 10000.0 END"
+    return (
+        f"SELECT {d.day.format(k=month, d=day)}, {asin}, {marketplace}, {_value(d)}, {quantity}, {fee}"
+        f" FROM {_rows(d, shape, lo, hi, ('popularity', 'place'))}"
     )
 
 
@@ -337,9 +381,15 @@ def build_statements(engine: str, shape: Shape) -> list[tuple[str, str]]:
         ("products", f"INSERT INTO products (asin, brand_id) {_products_select(d, shape)}"),
     ]
     columns = "asin, marketplace, month, metric, value"
+    wide = "order_date, asin, marketplace, net_amount, quantity, fee_amount"
     for lo in range(1, shape.rows + 1, CHUNK_ROWS):
         hi = min(lo + CHUNK_ROWS - 1, shape.rows)
-        statements.append(("financials", f"INSERT INTO financials ({columns}) {_financials_select(d, shape, lo, hi)}"))
+        if shape.wide:
+            select = _order_lines_select(d, shape, lo, hi)
+            statements.append((WIDE_TABLE, f"INSERT INTO {WIDE_TABLE} ({wide}) {select}"))
+        else:
+            select = _financials_select(d, shape, lo, hi)
+            statements.append(("financials", f"INSERT INTO financials ({columns}) {select}"))
     return statements
 
 
@@ -354,10 +404,11 @@ def _parameters(shape: Shape) -> dict[str, str]:
 
 
 def create_source_tables(conn: Connection, *, drop: bool = False) -> None:
-    """Create the four source tables where missing (``drop=True``: drop them first); commits."""
+    """Create the source tables where missing, financials and order_lines both (``drop=True``: drop them first);
+    commits."""
     d = DIALECTS[dialect_name(conn)]
     if drop:
-        for table in SOURCE_TABLES:
+        for table in (*SOURCE_TABLES, WIDE_TABLE):
             conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     for statement in d.ddl:
         conn.execute(text(statement))
@@ -373,18 +424,18 @@ def generate(conn: Connection, shape: Shape) -> dict[str, int]:
     name = dialect_name(conn)
     d = DIALECTS[name]
     create_source_tables(conn)
-    _require_empty(conn)
-    counts = dict.fromkeys(SOURCE_TABLES, 0)
+    _require_empty(conn, shape.tables)
+    counts = dict.fromkeys(shape.tables, 0)
     with _session(conn, d):
         for table, statement in build_statements(name, shape):
             counts[table] += conn.execute(text(statement), _parameters(shape)).rowcount
             conn.commit()
-    _analyze(conn, d)
+    _analyze(conn, d, shape.tables)
     return counts
 
 
-def _require_empty(conn: Connection) -> None:
-    for table in SOURCE_TABLES:
+def _require_empty(conn: Connection, tables: Sequence[str]) -> None:
+    for table in tables:
         if conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None:
             raise SummarizerError(
                 f"table {table} already holds rows; synthetic data goes into empty tables only"
@@ -408,7 +459,7 @@ def _session(conn: Connection, d: _Dialect) -> Iterator[None]:
             conn.execute(text(statement))
 
 
-def _analyze(conn: Connection, d: _Dialect) -> None:
-    for table in SOURCE_TABLES:
+def _analyze(conn: Connection, d: _Dialect, tables: Sequence[str]) -> None:
+    for table in tables:
         conn.execute(text(d.analyze.format(table=table))).close()
     conn.commit()

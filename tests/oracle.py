@@ -190,3 +190,91 @@ def mutate(data: Dataset, months: list[dt.date], seed: int = 7) -> None:
                           "month": rng.choice(months), "metric": rng.choice(METRICS),
                           "value": Decimal(rng.randint(-10_000, 90_000)) / 100})
 
+
+
+# --- a wide raw table: one row per order line, a date, three measures ---------------------------------
+
+MEASURES = (("revenue", "net_amount"), ("units", "quantity"), ("fees", "fee_amount"))
+WIDE = {"source_financials_table": "order_lines", "source_date_column": "order_date",
+        "source_measures": ", ".join(f"{m}:{c}" for m, c in MEASURES), "source_updated_at_column": "updated_at"}
+LONG_AGO = dt.datetime(2020, 1, 1)  # the updated_at of loaded rows: older than any run's --changed start
+
+
+def wide_table(metadata: MetaData, date_type: Any = Date, *, nullable_date: bool = False) -> Table:
+    """order_lines(id, order_date, asin, marketplace, net_amount, quantity, fee_amount, updated_at): the measures
+    may be NULL; ``date_type`` is the date column's type (DATE by default)."""
+    money = Numeric(18, 4).with_variant(REAL(), "sqlite")
+    return Table("order_lines", metadata,
+                 Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+                 Column("order_date", date_type, nullable=nullable_date), Column("asin", String(16), nullable=False),
+                 Column("marketplace", String(8), nullable=False), Column("net_amount", money, nullable=True),
+                 Column("quantity", Integer, nullable=True), Column("fee_amount", money, nullable=True),
+                 Column("updated_at", DateTime, nullable=False))
+
+
+def wide_dataset(seed: int = 1, rows: int = 600, months: int = 4, *, huge: bool = True) -> Dataset:
+    """Order lines on any day of ``months`` months, with the products and brands of :func:`random_dataset` (every
+    unassigned case); each measure NULL in about one row of six, all three in some rows."""
+    data = random_dataset(seed, rows=0, months=months, huge=huge)
+    rng = random.Random(seed + 1000)
+    asins = [f"A{n:04d}" for n in range(40)]
+    big = (HUGE / 3).quantize(Decimal("0.0001")) if huge else Decimal("12345678.9012")
+    for n in range(rows):
+        month = rng.choice(data.months)
+        day = month.replace(day=rng.choice([1, 2, 15, 28, _last_day(month)]))
+        amount = big if n % 97 == 0 else -big if n % 89 == 0 else Decimal(rng.randint(-20_000, 900_000)) / 10_000
+        row = {"order_date": day, "asin": rng.choice(asins[: 8 if n % 3 else 40]),
+               "marketplace": rng.choice(MARKETPLACES), "net_amount": amount, "quantity": rng.randint(-2, 40),
+               "fee_amount": Decimal(rng.randint(0, 50_000)) / 100}
+        if n % 29 == 0:
+            row.update(net_amount=None, quantity=None, fee_amount=None)
+        else:
+            for name in ("net_amount", "quantity", "fee_amount"):
+                if rng.random() < 1 / 6:
+                    row[name] = None
+        data.rows.append(row)
+    return data
+
+
+def _last_day(month: dt.date) -> int:
+    following = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return (following - dt.timedelta(days=1)).day
+
+
+def unpivoted(data: Dataset, date: str = "order_date") -> Dataset:
+    """The wide rows as long rows: one per measure that is not NULL, in the month of the row's date."""
+    rows = [{"asin": r["asin"], "marketplace": r["marketplace"], "month": _month(r[date]), "metric": metric,
+             "value": Decimal(r[name]) if isinstance(r[name], int) else r[name]}
+            for r in data.rows for metric, name in MEASURES if r[name] is not None]
+    return Dataset(data.months, data.products, data.brands, rows, data.categories)
+
+
+def _month(value: dt.date) -> dt.date:
+    return dt.date(value.year, value.month, 1)
+
+
+def load_wide(engine: Engine, data: Dataset, date_type: Any = Date, *, nullable_date: bool = False) -> dict[str, Table]:
+    """The dimension tables of :func:`load` and ``data.rows`` in order_lines."""
+    metadata = MetaData()
+    dimensions = {k: v for k, v in source_tables(metadata).items() if k != "financials"}
+    tables = {"order_lines": wide_table(metadata, date_type, nullable_date=nullable_date), **dimensions}
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(tables["categories"]), [{"category_id": c, "name": f"cat {c}"} for c in data.categories])
+        conn.execute(insert(tables["brands"]), [{"brand_id": b, "category_id": c, "name": f"brand {b}"}
+                                                for b, c in data.brands.items()])
+        conn.execute(insert(tables["products"]), [{"asin": a, "brand_id": b} for a, b in data.products.items()])
+    reload_wide(engine, tables, data)
+    return tables
+
+
+def reload_wide(engine: Engine, tables: dict[str, Table], data: Dataset) -> None:
+    """Make order_lines hold exactly ``data.rows`` again, all stamped :data:`LONG_AGO`."""
+    floats = engine.dialect.name == "sqlite"
+
+    def stored(row: dict[str, Any]) -> dict[str, Any]:
+        values = {k: float(v) if floats and isinstance(v, Decimal) else v for k, v in row.items()}
+        return {**values, "updated_at": LONG_AGO}
+    with engine.begin() as conn:
+        conn.execute(delete(tables["order_lines"]))
+        conn.execute(insert(tables["order_lines"]), [stored(r) for r in data.rows])

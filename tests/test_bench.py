@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,8 @@ TARGETS = {"full_refresh_ratio_to_floor", "month_share_of_full", "peak_rss_bytes
 
 
 def small(url: URL, **changes: object) -> BenchOptions:
-    settings = {"repeat": 1, "summary_queries": 5, "raw_queries": 1, "settle": False, **changes}
-    return BenchOptions(url=url, shape=SHAPE, **settings)  # type: ignore[arg-type]
+    settings = {"repeat": 1, "summary_queries": 5, "raw_queries": 1, "settle": False, "shape": SHAPE, **changes}
+    return BenchOptions(url=url, **settings)  # type: ignore[arg-type]
 
 
 def is_number(value: object) -> bool:
@@ -84,6 +85,20 @@ def test_bench_end_to_end(db_url):
         engine.dispose()
     assert "ix_financials_summarizer" in names and not names & {"idx_month_metric_marketplace", "idx_metric_month"}
     assert "full refresh" in render(report)
+
+
+def test_the_wide_shape_measures_its_floor_refresh_and_month(tmp_path):
+    """order_lines with three measures: the floor sums all three; no hand-written method or raw questions."""
+    url = make_url(f"sqlite:///{tmp_path / 'wide.db'}")
+    report = run_bench(small(url, shape=replace(SHAPE, wide=True)), echo=lambda _line: None)
+    assert report["floor"]["sql"] == "SELECT COUNT(*), SUM(net_amount), SUM(quantity), SUM(fee_amount) FROM order_lines"
+    assert report["rows"]["raw"] == SHAPE.rows and report["rows"]["asin"] > 0
+    assert report["full_refresh"]["plan"].startswith("month chunks through the covering index")
+    assert is_number(report["full_refresh"]["ratio_to_floor"]) and is_number(report["month"]["share_of_full"])
+    assert "baseline" not in report and "dashboard" not in report
+    assert set(report["targets"]) == {"full_refresh_ratio_to_floor", "month_share_of_full", "peak_rss_bytes"}
+    assert report["verify"] == {"ok": True, "mismatches": []}
+    assert "COUNT(*), SUM(net_amount), SUM(quantity), SUM(fee_amount)" in render(report)
 
 
 def test_script_on_sqlite_writes_the_json_and_reuses_the_data(tmp_path):

@@ -17,6 +17,7 @@ from ..ddl import check_source
 from ..model import Tiers
 from ..months import as_date
 from ..plan import RefreshPlan, choose_plan, index_advice
+from ..rawmonths import read_months
 from ..runs import Mode
 from .base import Context, MonthWork
 
@@ -68,10 +69,8 @@ class DatabaseEngine:
                 self.steps.execute("tier1 (one pass)", [self.rollup.delete_all(shadow.asin),
                                                         self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
             query = self.rollup.table_months(shadow.asin)
-        else:
-            query = self.rollup.source_months() if self.context.dialect.LOOSE_INDEX_SCAN \
-                else self.rollup.source_months_by_lookups()
-        return self.steps.read("months", lambda conn: [as_date(m) for m in conn.execute(query).scalars()])
+            return self.steps.read("months", lambda conn: [as_date(m) for m in conn.execute(query).scalars()])
+        return self.steps.read("months", lambda conn: read_months(conn, self.context.dialect, self.rollup))
 
     def _full_chunks(self, shadow: Tiers, months: list[dt.date], stamp: dt.datetime, chunked: bool,
                      check: Callable[[], None], jobs: int = 1) -> None:

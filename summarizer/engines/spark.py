@@ -9,13 +9,17 @@ of that touches a live tier; its message (first line) becomes the run's error.
 Sources (``[spark] source``):
 
 * ``jdbc``: the raw table read over JDBC with one partition per month (one ``WHERE month = ...``
-  predicate each, served by the covering index), ``products``, ``brands`` and ``categories`` read whole;
+  predicate each, served by the covering index; a date column's month is its range, and the database
+  computes each row's month, as the database engine does), ``products``, ``brands`` and ``categories``
+  read whole;
 * ``parquet``: ``<parquet_path>/<financials_table>/<month_column>=YYYY-MM-01/*.parquet`` and
   ``<parquet_path>/<products_table>/``, ``<parquet_path>/<brands_table>/``,
-  ``<parquet_path>/<categories_table>/``, same column names.
+  ``<parquet_path>/<categories_table>/``, same column names (a date column's month: Spark's, in its
+  session time zone).
 
-The DataFrame code mirrors rollup.py's SQL, which is the specification: tier 1 aggregated from the
-raw rows, then joined to products, brands and categories (unassigned id for a missing product, a NULL
+The DataFrame code mirrors rollup.py's SQL, which is the specification: the raw rows grouped per key and
+metric (:func:`raw_groups`: a wide table's measure columns summed and counted, then unpivoted), then
+joined to products, brands and categories (unassigned id for a missing product, a NULL
 brand, a missing brand, a NULL category or one with no categories row; category unassigned whenever
 the brand is); tier 2 from tier 1 per
 marketplace plus the ``ALL`` rows from those; tier 3 from tier 2's ``ALL`` rows. Sums stay DECIMAL
@@ -37,16 +41,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, column, table
 from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateTable
 
 from ..config import Config
 from ..ddl import check_source, ddl
 from ..errors import ConfigError, RefreshFailed
-from ..model import STAGE_SUFFIX, Tiers
-from ..months import as_date
-from ..plan import RefreshPlan, choose_plan
+from ..model import STAGE_SUFFIX, Source, Tiers
+from ..plan import RefreshPlan, choose_plan, index_advice
+from ..rawmonths import read_months
 from ..rollup import TIER1_COLUMNS, TIER2_COLUMNS, TIER3_COLUMNS
 from ..runs import CHANGED, SINCE, Mode
 from .base import Context, MonthWork
@@ -62,6 +66,7 @@ MAX_PRECISION = 38  # Spark's widest DECIMAL
 # What Spark's launcher accepts (anything else only makes it exit before pyspark can say why), and Connect.
 MASTER_PREFIXES = ("local", "spark://", "yarn", "k8s://", "sc://")
 WRITE_BATCH = 10_000
+RAW_ALIAS, RAW_MONTH = "summarizer_raw", "summarizer_month"  # a date column's raw rows as read, with their month
 COLUMNS = {"asin": TIER1_COLUMNS, "brand": TIER2_COLUMNS, "category": TIER3_COLUMNS}
 
 
@@ -156,8 +161,8 @@ class SparkEngine:
             return RefreshPlan(True, f"{where} reads Parquet under {config.spark.parquet_path}", engine=SPARK)
         database = choose_plan(self.context.dialect, self.context.source)
         read = "one JDBC partition per month" if database.chunked else \
-            "one JDBC partition per month, each scanning the whole raw table (no covering index: run " \
-            "`summarizer init --source-indexes`)"
+            "one JDBC partition per month, each scanning the whole raw table (no covering index. " \
+            f"{index_advice(self.context.dialect, self.context.source)})"
         return RefreshPlan(database.chunked, f"{where} reads the raw table in {read}", engine=SPARK)
 
     def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
@@ -238,6 +243,7 @@ class Rules:
     precision: int
     scale: int
     stamp: dt.datetime
+    metrics: tuple[str, ...] = ()  # a wide raw table's metrics, one per measure column m0, m1, ...; empty: long
 
 
 class TierJob:
@@ -250,15 +256,15 @@ class TierJob:
         self.quote = context.dialect.quote
 
     def source_months(self) -> list[dt.date]:
-        query = self.context.rollup.source_months()
-        return self.context.steps.read("months", lambda conn: [as_date(m) for m in conn.execute(query).scalars()])
+        context = self.context
+        return context.steps.read("months", lambda conn: read_months(conn, context.dialect, context.rollup))
 
     def write_tiers(self, targets: Tiers, stamp: dt.datetime, months: Sequence[dt.date] | None,
                     check: Callable[[], None]) -> None:
         """Compute the tiers of ``months`` (None: all of them) and append them to ``targets``."""
         summary = self.config.summary
         rules = Rules(summary.unassigned_id, summary.all_marketplace, min(MAX_PRECISION, summary.value_precision),
-                      summary.value_scale, stamp)
+                      summary.value_scale, stamp, tuple(m.metric for m in self.context.source.measures))
         timed = self.context.steps.timed
         with spark_errors():
             with timed("spark session"):
@@ -287,24 +293,35 @@ class TierJob:
             brands = spark.read.parquet(f"{root}/{s.brands_table}")
             categories = spark.read.parquet(f"{root}/{s.categories_table}")
         else:
-            rollup = self.context.rollup
+            rollup, source = self.context.rollup, self.context.source
             everything = months if months is not None else self.source_months()
-            predicates = [self._literal_sql(rollup.source_month_predicate(m)) for m in everything]
-            raw = self._jdbc(spark, s.financials_table, predicates)
+            if source.dated:  # the database gives each row's month, as its own refresh would
+                within = table(RAW_ALIAS, column(source.month.name))
+                predicates = [self._literal_sql(rollup.source_month_predicate(m, within)) for m in everything]
+                query = self._literal_sql(rollup.raw_rows_select(RAW_MONTH))
+                raw = self._jdbc(spark, f"({query}) {self.quote(RAW_ALIAS)}", predicates, quoted=True)
+            else:
+                predicates = [self._literal_sql(rollup.source_month_predicate(m)) for m in everything]
+                raw = self._jdbc(spark, s.financials_table, predicates)
             products, brands = self._jdbc(spark, s.products_table), self._jdbc(spark, s.brands_table)
             categories = self._jdbc(spark, s.categories_table)
-        return (raw_rows(raw, self.config, months), product_rows(products, self.config),
-                brand_rows(brands, self.config), category_rows(categories, self.config))
+        source_from_database = self.config.spark.source == "jdbc"
+        return (raw_rows(raw, self.context.source, months, month_computed=source_from_database),
+                product_rows(products, self.config), brand_rows(brands, self.config),
+                category_rows(categories, self.config))
 
     def _literal_sql(self, clause: Any) -> str:
         dialect = self.context.dialect.engine.dialect
         return str(clause.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
-    def _jdbc(self, spark: SparkSession, table: str, predicates: list[str] | None = None) -> DataFrame:
+    def _jdbc(self, spark: SparkSession, table: str, predicates: list[str] | None = None,
+              *, quoted: bool = False) -> DataFrame:
+        """A table (or, ``quoted``, a parenthesised query with its alias) read over JDBC."""
         properties = {**self.jdbc.properties, "fetchsize": str(self.config.spark.fetch_size)}
+        name = table if quoted else self.quote(table)
         if predicates is None:
-            return spark.read.jdbc(self.jdbc.url, self.quote(table), properties=properties)
-        return spark.read.jdbc(self.jdbc.url, self.quote(table), predicates=predicates, properties=properties)
+            return spark.read.jdbc(self.jdbc.url, name, properties=properties)
+        return spark.read.jdbc(self.jdbc.url, name, predicates=predicates, properties=properties)
 
     # --- writing ----------------------------------------------------------------------------------
     def _write(self, frame: DataFrame, table: Table) -> None:
@@ -321,16 +338,50 @@ class TierJob:
 # --- the tiers as DataFrames ---------------------------------------------------------------------------
 
 
-def raw_rows(frame: DataFrame, config: Config, months: Sequence[dt.date] | None) -> DataFrame:
-    """The raw table's columns under their role names; ``months`` keeps only those (Parquet: pruned)."""
+def raw_rows(frame: DataFrame, source: Source, months: Sequence[dt.date] | None, *,
+             month_computed: bool = False) -> DataFrame:
+    """The raw table's columns under their role names (a wide table's measures as m0, m1, ...); ``months``
+    keeps only those (Parquet: pruned). A date column's month: ``month_computed`` (the database computed it
+    as :data:`RAW_MONTH`), else Spark's first day of the date's month."""
     from pyspark.sql import functions as F
 
-    s = config.source
-    month = F.col(s.month_column).cast("date")
-    rows = frame.select(month.alias("month"), F.col(s.asin_column).alias("asin"),
-                        F.col(s.marketplace_column).alias("marketplace"), F.col(s.metric_column).alias("metric"),
-                        F.col(s.value_column).alias("value"))
+    if not source.dated:
+        month = F.col(source.month.name).cast("date")
+    elif month_computed:
+        month = F.col(RAW_MONTH).cast("date")
+    else:
+        month = F.trunc(F.to_date(F.col(source.month.name)), "month")
+    keys = [month.alias("month"), F.col(source.asin.name).alias("asin"),
+            F.col(source.marketplace.name).alias("marketplace")]
+    if source.wide:
+        values = [F.col(m.column.name).alias(f"m{i}") for i, m in enumerate(source.measures)]
+    else:
+        values = [F.col(source.metric.name).alias("metric"), F.col(source.value.name).alias("value")]
+    rows = frame.select(*keys, *values)
     return rows if months is None else rows.where(F.col("month").isin(list(months)))
+
+
+def raw_groups(raw: DataFrame, rules: Rules) -> DataFrame:
+    """rollup.Rollup.raw_groups: the raw rows summed per (month, asin, marketplace, metric), value and row_count.
+
+    A wide table is grouped by (month, asin, marketplace) with the SUM and COUNT of each measure, then
+    unpivoted: one row per metric whose COUNT is not 0."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DecimalType
+
+    keys = ["month", "asin", "marketplace"]
+    if not rules.metrics:
+        return raw.groupBy(*keys, "metric").agg(
+            F.sum(_exact(raw.schema["value"].dataType, F.col("value"), rules)).alias("value"),
+            F.count(F.lit(1)).alias("row_count"))
+    decimal = DecimalType(rules.precision, rules.scale)  # one type for every metric's sums: one array below
+    sums = [agg for i in range(len(rules.metrics)) for agg in (
+        F.sum(_exact(raw.schema[f"m{i}"].dataType, F.col(f"m{i}"), rules)).cast(decimal).alias(f"v{i}"),
+        F.count(F.col(f"m{i}")).alias(f"n{i}"))]
+    pairs = F.explode(F.array(*(F.struct(F.lit(metric).alias("metric"), F.col(f"v{i}").alias("value"),
+                                         F.col(f"n{i}").alias("row_count")) for i, metric in enumerate(rules.metrics))))
+    grouped = raw.groupBy(*keys).agg(*sums)
+    return grouped.select(*keys, pairs.alias("pair")).select(*keys, "pair.*").where(F.col("row_count") > 0)
 
 
 def product_rows(frame: DataFrame, config: Config) -> DataFrame:
@@ -359,9 +410,7 @@ def tier1(raw: DataFrame, products: DataFrame, brands: DataFrame, categories: Da
     """rollup.tier1_select: aggregate the raw rows first, then look up brand and category per group."""
     from pyspark.sql import functions as F
 
-    grouped = raw.groupBy("month", "asin", "marketplace", "metric").agg(
-        F.sum(_exact(raw.schema["value"].dataType, F.col("value"), rules)).alias("value"),
-        F.count(F.lit(1)).alias("row_count"))
+    grouped = raw_groups(raw, rules)
     joined = grouped.join(products, grouped["asin"] == products["p_asin"], "left") \
         .join(brands, F.col("p_brand") == F.col("b_id"), "left") \
         .join(categories, F.col("b_category") == F.col("c_id"), "left")
