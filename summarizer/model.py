@@ -203,7 +203,8 @@ class Schema:
             name = tier.name + DELTA_SUFFIX
             columns = [Column(c.name, c.type, nullable=c.nullable) for c in tier.columns]
             key = [c.name for c in tier.primary_key.columns]
-            tables.append(Table(name, metadata, *columns, Index(f"ix_{name}", *key), prefixes=["TEMPORARY"]))
+            tables.append(Table(name, metadata, *columns, Index(f"ix_{name}", *key), prefixes=["TEMPORARY"],
+                                mysql_engine="MEMORY"))  # MySQL/MariaDB: a batch's deltas need no disk
         return Tiers(*tables)
 
     def _key(self, name: str) -> Column[str]:

@@ -137,7 +137,7 @@ class BatchWriter:
             written[name] = len(rows)
             if not rows:
                 continue
-            conn.execute(table.insert(), sql.delta_rows(table, rows, stamp))
+            conn.exec_driver_sql(sql.delta_insert(table, self.dialect.quote), sql.delta_rows(rows, stamp))
             conn.execute(self.dialect.upsert_adding(tier, select(*table.c), sql.ADDED, sql.replaced_columns(tier)))
         for statement in sql.recategorise(self.tiers, months, deltas.recategorised):
             conn.execute(statement)

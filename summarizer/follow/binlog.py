@@ -109,7 +109,7 @@ class BinlogStream:
         self.tables = {t.name for t in (source.financials, source.products, source.brands, source.categories)}
         self.server_id = server_id or derived_server_id(self.schema)
         self.settings: dict[str, Any] = {"host": url.host or "127.0.0.1", "port": int(url.port or 3306),
-                                         "user": url.username or "", "passwd": url.password or ""}
+                                         "user": url.username or "", "password": url.password or ""}
         self._reader: Any = None
         self._at: str | None = None  # the position the open reader stands at (after its last transaction)
 

@@ -202,12 +202,12 @@ def moved_brands(brands: Iterable[int], before: Mapping, after: Mapping) -> set[
 def tier_deltas(tier1: Sums, before: Mapping, after: Mapping, moved: set[str],
                 old_tier1: Iterable[tuple[Key1, Decimal, int]], recategorised: set[int],
                 old_all: Iterable[tuple[dt.date, int, str, Decimal, int]], all_marketplace: str) -> TierDeltas:
-    """The rows a batch adds to each tier.
+    """The rows a batch adds to each tier (a group whose deltas cancel out is left alone).
 
     ``old_tier1``: the tier-1 rows of the ``moved`` ASINs before the batch; ``old_all``: the tier-2 rows of
     marketplace ``ALL`` of the ``recategorised`` brands before the batch, as (month, brand, metric, value, count).
     """
-    rows1: dict[Key1, tuple[Decimal, int]] = dict(tier1.items())
+    rows1: dict[Key1, tuple[Decimal, int]] = {key: delta for key, delta in tier1.items() if delta != (ZERO, 0)}
     tier2 = Sums()
     for (month, asin, market, metric), (value, count) in tier1.items():
         brand = after.brand(asin)
@@ -229,8 +229,8 @@ def tier_deltas(tier1: Sums, before: Mapping, after: Mapping, moved: set[str],
     return TierDeltas(
         tier1=[(*key, after.brand(key[1]), after.category(after.brand(key[1])), v, c) for key, (v, c) in rows1.items()],
         tier2=[(month, brand, market, metric, after.category(brand), v, c)
-               for (month, brand, market, metric), (v, c) in tier2.items()],
-        tier3=[(*key, v, c) for key, (v, c) in tier3.items()],
+               for (month, brand, market, metric), (v, c) in tier2.items() if (v, c) != (ZERO, 0)],
+        tier3=[(*key, v, c) for key, (v, c) in tier3.items() if (v, c) != (ZERO, 0)],
         recategorised={brand: after.category(brand) for brand in recategorised})
 
 

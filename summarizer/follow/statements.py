@@ -9,7 +9,7 @@ index of its own to keep up in the full refresh.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Delete, Insert, Select, Table, Update, delete, insert, select, update
@@ -111,19 +111,28 @@ def recategorise(tiers: Tiers, months: Sequence[dt.date], brands: dict[int, int]
 
 
 def delete_emptied(tier: Table, deltas: Table) -> Delete:
-    """The rows of ``tier`` a batch touched whose count reached 0: their group has no raw row left."""
+    """The rows of ``tier`` a batch touched whose count is 0: their group has no raw row left (a count that
+    went down to 0, or a group the batch both created and emptied, whose delta is 0)."""
     keys = [tier.c[c.name] == deltas.c[c.name] for c in tier.primary_key.columns]
-    return delete(tier).where(*keys, deltas.c.row_count < 0, tier.c.row_count == 0)
+    return delete(tier).where(*keys, deltas.c.row_count <= 0, tier.c.row_count == 0)
 
 
 def clear(table: Table) -> Delete:
     return delete(table)
 
 
-def delta_rows(table: Table, rows: Iterable[tuple[Any, ...]], stamp: dt.datetime) -> list[dict[str, Any]]:
-    """The batch's rows for a deltas table, as dictionaries in its column order (``refreshed_at`` last)."""
-    names = [c.name for c in table.columns][:-1]
-    return [{**dict(zip(names, row, strict=True)), "refreshed_at": stamp} for row in rows]
+def delta_insert(table: Table, quote: Callable[[str], str]) -> str:
+    """The multi-row INSERT of a deltas table's rows, in its column order, as driver SQL with ``%s`` placeholders
+    (PyMySQL and psycopg alike): thousands of rows go through the driver's executemany without SQLAlchemy's
+    per-row parameter processing."""
+    names = [c.name for c in table.columns]
+    return (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join(['%s'] * len(names))})")
+
+
+def delta_rows(rows: Iterable[tuple[Any, ...]], stamp: dt.datetime) -> list[tuple[Any, ...]]:
+    """The batch's rows for a deltas table (``refreshed_at`` last)."""
+    return [(*row, stamp) for row in rows]
 
 
 def replaced_columns(tier: Table) -> list[str]:
