@@ -82,22 +82,23 @@ def catch_up(app: Summarizer) -> int:
     return app.follower().run(once=True)
 
 
-def test_a_randomised_workload_killed_20_times_is_followed_exactly(followed, follow_url):
+def test_a_randomised_workload_killed_20_times_is_followed_exactly(followed, follow_url, tmp_path):
     """100,000+ raw changes of every kind mixed with dimension moves, followed by a real ``summarizer follow``
     process killed with SIGKILL at 20 random moments (each time a new one resumes from the stored position):
     no change lost or applied twice. The last one ends on SIGTERM after its batch, with exit 0."""
     rng = random.Random(5)
     work = workload.Workload(followed.dialect.engine, seed=6)
-    proc = procs.start(follow_url, "follow", **FOLLOW)
-    kills, kill_at = 0, time.monotonic() + rng.uniform(0.8, 2.0)
+    proc = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW)
+    kills, kill_at = 0, None
 
-    def maybe_kill() -> None:
+    def maybe_kill() -> None:  # a random moment within a second of the process starting to follow
         nonlocal proc, kills, kill_at
-        if kills < KILLS and time.monotonic() > kill_at:
+        if kill_at is None and any("following from" in line for line in proc.lines):
+            kill_at = time.monotonic() + rng.uniform(0.0, 1.0)
+        if kills < KILLS and kill_at is not None and time.monotonic() > kill_at:
             proc.kill()
             kills += 1
-            proc = procs.start(follow_url, "follow", **FOLLOW)
-            kill_at = time.monotonic() + rng.uniform(0.8, 2.0)
+            proc, kill_at = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW), None
     try:
         work.run(100_000, between=maybe_kill, rate=4_000)
         while kills < KILLS:
@@ -162,7 +163,7 @@ def test_the_handover_is_exact_while_writers_write(followed):
 
     def write() -> None:
         while not stop.is_set():
-            work.run(work.raw_changes + 200)
+            work.run(work.raw_changes + 200, rate=3_000)
             during.append(work.raw_changes)
     writer = threading.Thread(target=write)
     writer.start()
@@ -215,7 +216,7 @@ def test_incremental_refreshes_are_refused_while_following(followed, follow_url)
     assert tiers_of(followed) == before
 
 
-def test_status_shows_the_follower(followed, follow_url):
+def test_status_metrics_and_the_operations_page_show_the_follower(followed, follow_url):
     with followed.dialect.engine.begin() as conn:
         conn.execute(text("DELETE FROM financials WHERE month = '2024-03-01'"))
     catch_up(followed)
@@ -226,6 +227,12 @@ def test_status_shows_the_follower(followed, follow_url):
     assert follow["lag_seconds"] is not None and follow["rate"] is not None
     text_status = invoke(follow_url, "status", **FOLLOW)
     assert "follow: at binlog." in text_status.stdout
+    http = Http(create_app(followed))
+    metrics = http.get("/metrics").text
+    assert f"summarizer_follow_changes_total {float(follow['changes'])}" in metrics
+    assert "summarizer_follow_lag_seconds " in metrics and "summarizer_follow_error 0.0" in metrics
+    health = http.get("/api/health").json()["data"]
+    assert health["follow"]["position"] == follow["position"]
 
 
 def test_check_names_what_the_shared_server_lacks(mysql_url, tmp_path):
