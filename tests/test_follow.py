@@ -154,10 +154,11 @@ def test_a_purged_binary_log_is_said_plainly_and_resync_recovers(followed, follo
     assert_exact(followed)
 
 
-def test_the_handover_is_exact_while_writers_write(followed):
-    """A full refresh while writers change the raw table: the follower resumes at its snapshot, exactly."""
+def test_the_handover_is_exact_while_writers_write_and_a_follower_runs(followed, follow_url, tmp_path):
+    """A full refresh (a real process, as cron runs it) while writers change the raw table and a follower
+    process applies batches: the refresh waits for the run lock between two batches (no exit 75), reads
+    tier 1 in a snapshot without blocking the writers, and the follower resumes from that snapshot exactly."""
     engine = followed.dialect.engine
-    catch_up(followed)
     stop, during = threading.Event(), []
     work = workload.Workload(engine, seed=9)
 
@@ -166,17 +167,44 @@ def test_the_handover_is_exact_while_writers_write(followed):
             work.run(work.raw_changes + 200, rate=3_000)
             during.append(work.raw_changes)
     writer = threading.Thread(target=write)
+    follower = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW)
     writer.start()
     try:
-        time.sleep(0.3)
+        follower.wait_for_line("following from")
+        time.sleep(0.5)
         before = len(during)
-        followed.refresh()
+        refreshed = run_cli(follow_url, "refresh", **FOLLOW)
         written_meanwhile = len(during) - before
-        time.sleep(0.3)
+        time.sleep(0.5)
     finally:
         stop.set()
         writer.join(timeout=60)
+    assert refreshed.returncode == 0, refreshed.stderr
     assert written_meanwhile > 0, "the writers did not write during the refresh"
+    follower.wait_for_line("a full refresh handed position .* over")
+    time.sleep(1.0)
+    follower.signal(signal.SIGTERM)
+    assert follower.finish(timeout=60) == 0, follower.stderr
+    catch_up(followed)
+    assert_exact(followed)
+
+
+def test_a_database_restart_is_retried(followed, follow_url, follow_server, tmp_path):
+    """The server goes away for a few seconds under a running follower: it reconnects and goes on, exactly."""
+    engine = followed.dialect.engine
+    follower = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW)
+    try:
+        follower.wait_for_line("following from")
+        workload.Workload(engine, seed=11).run(3_000)
+        follow_server.restart(down=3.0)
+        engine.dispose()
+        workload.Workload(engine, seed=12).run(3_000)
+        follower.wait_for_line("transient error")
+        time.sleep(2.0)
+    finally:
+        follower.signal(signal.SIGTERM)
+        code = follower.finish(timeout=90)
+    assert code == 0, follower.stderr
     catch_up(followed)
     assert_exact(followed)
 
