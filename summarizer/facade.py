@@ -96,6 +96,8 @@ class Status:
         finished = next((r for r in self.runs if r.status != RUNNING), None)
         if finished is not None and finished.status != SUCCEEDED:
             found.append(f"the last run ({finished.describe()}) {finished.status}: {finished.error}")
+        if self.follow is not None and self.follow.error:
+            found.append(f"the follower stopped: {self.follow.error}")
         return found
 
     def as_json(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from .test_data_version import assert_answer_is_the_tier, warm
 FOLLOWED = ["mysql"]
 SERVER_OPTIONS = {"mysql": ("--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
                             "--binlog-row-metadata=FULL", "--server-id=1")}
-FOLLOW = {"follow_enabled": "true", "follow_idle_seconds": "0.05", "follow_batch_seconds": "0.3"}
+FOLLOW: dict[str, Any] = {"follow_enabled": "true", "follow_idle_seconds": "0.05", "follow_batch_seconds": "0.3"}
 KILLS = 20
 
 

@@ -110,7 +110,7 @@ class Workload:
         where = {"lo": low, "hi": low + rng.randint(20, 300)}
         kind = rng.choice(["value", "value", "month", "asin", "marketplace", "metric", "delete", "all"])
         # each statement changes every row it matches, so its row count is the raw changes it made
-        statements = {
+        statements: dict[str, tuple[str, dict[str, Any]]] = {
             "value": ("UPDATE financials SET value = value + :d WHERE id BETWEEN :lo AND :hi",
                       {"d": _value(rng) / 10 or Decimal("0.0001")}),
             "month": ("UPDATE financials SET month = :m WHERE id BETWEEN :lo AND :hi AND month <> :m",
@@ -135,7 +135,7 @@ class Workload:
     def _dimension(self, conn: Connection) -> None:
         rng = self.rng
         asin, brand, category = rng.choice(ASINS), rng.choice(BRANDS + [40, 41]), rng.choice(CATEGORIES + [105])
-        moves = [
+        moves: list[tuple[str, dict[str, Any]]] = [
             ("UPDATE products SET brand_id = :b WHERE asin = :a", {"a": asin, "b": brand}),
             ("UPDATE products SET brand_id = NULL WHERE asin = :a", {"a": asin}),
             ("DELETE FROM products WHERE asin = :a", {"a": asin}),
