@@ -36,8 +36,6 @@ from .deltas import (
     tier_deltas,
 )
 
-DELTAS_READY = "summarizer_follow_deltas"  # the connection's info key: its session-local tables exist
-
 
 @dataclass
 class Applied:
@@ -147,15 +145,12 @@ class BatchWriter:
         return written
 
     def _prepare_deltas(self, conn: Connection) -> None:
-        """The session-local deltas tables, made once per connection and emptied for each batch."""
-        info = conn.connection.info
-        if not info.get(DELTAS_READY):
-            for table in self.deltas:
-                conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(CreateIndex(index))
-            info[DELTAS_READY] = True
+        """The session-local deltas tables, made where this session has none (a new connection, one the
+        server restarted under) and emptied for each batch."""
         for table in self.deltas:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
             conn.execute(sql.clear(table))
 
     def _mirror(self, conn: Connection, changes: Changes, after: Mapping) -> None:
