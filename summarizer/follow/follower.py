@@ -1,6 +1,7 @@
 """The follower: reads committed changes from the stream and applies them to the tiers in batches.
 
-Each batch is one transaction that applies the deltas (``batch.py``), moves the stored stream position
+The stream is read ahead in a thread of its own (``prefetch.py``) while a batch is applied. Each batch
+is one transaction that applies the deltas (``batch.py``), moves the stored stream position
 to the batch's last transaction, and bumps the data version (the read API's cache key). A follower
 killed at any moment resumes from the stored position: a batch committed is never read again, one not
 committed is read again whole.
@@ -42,6 +43,7 @@ from ..text import first_line
 from . import statements as sql
 from .batch import BatchWriter
 from .deltas import sort_out
+from .prefetch import Prefetch
 from .stream import ChangeStream, SchemaChanged, StreamGone, Transaction
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ class Follower:
         self.writer = BatchWriter(dialect, schema, source)
         self.state_table, self.data_version = schema.follow().state, schema.data_version()
         self.stop = threading.Event()
+        cfg = config.follow
+        self.prefetch = Prefetch(stream, max_changes=int(cfg.batch_changes), wait=float(cfg.idle_seconds))
         self.throughput = Throughput()
         self.stored: State | None = None
         self.reading: str | None = None  # where the stream stands: the stored position, or past empty transactions
@@ -125,7 +129,7 @@ class Follower:
             self._record_error(str(exc))
             raise
         finally:
-            self.stream.close()
+            self.prefetch.stop()
         return self.applied
 
     def _start(self) -> None:
@@ -145,16 +149,9 @@ class Follower:
         """Transactions from the stream: up to ``batch_changes`` row changes or ``batch_seconds``, or until quiet."""
         cfg = self.config.follow
         assert self.reading is not None
-        deadline = time.monotonic() + float(cfg.batch_seconds)
-        found: list[Transaction] = []
-        changes = 0
-        for transaction in self.stream.read(self.reading, max_changes=int(cfg.batch_changes),
-                                            wait=float(cfg.idle_seconds)):
-            found.append(transaction)
-            changes += len(transaction.changes)
-            if changes >= int(cfg.batch_changes) or time.monotonic() >= deadline or self.stop.is_set():
-                break
-        if found and not changes:  # only other tables' transactions (the follower's own among them): skip them
+        found = self.prefetch.take(self.reading, max_changes=int(cfg.batch_changes),
+                                   seconds=float(cfg.batch_seconds), stop=self.stop.is_set)
+        if found and not any(t.changes for t in found):  # only other tables' (the follower's own among them)
             self.reading = found[-1].position
             return []
         return found
