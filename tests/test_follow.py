@@ -122,7 +122,7 @@ def test_a_follower_in_process_keeps_up_while_the_workload_runs(followed):
     thread.start()
     try:
         work = workload.Workload(followed.dialect.engine, seed=2)
-        work.run(20_000, rate=5_000)
+        work.run(10_000, rate=5_000)
     finally:
         follower.stop.set()
         thread.join(timeout=120)

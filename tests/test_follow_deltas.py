@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from summarizer import load_config
+from summarizer.follow.binlog import changed_source_table
 from summarizer.follow.deltas import (
     DimensionColumns,
     Mapping,
@@ -113,7 +114,8 @@ def _dimension_change(rng: random.Random, mapping: Mapping) -> RowChange:
 
 
 def _apply(tiers: dict[str, dict[Any, Any]], deltas: Any) -> dict[str, dict[Any, Any]]:
-    """The tiers after the deltas, as the upsert, the recategorising UPDATEs and the emptied-group DELETEs leave them."""
+    """The tiers after the deltas, as the upsert, the recategorising UPDATEs and the DELETEs of emptied groups
+    leave them."""
     result = {name: dict(rows) for name, rows in tiers.items()}
     for name, rows, keys in (("asin", deltas.tier1, 4), ("brand", deltas.tier2, 4), ("category", deltas.tier3, 3)):
         for row in rows:
@@ -151,3 +153,23 @@ def test_the_tiers_before_plus_the_deltas_are_the_tiers_after(seed):
                if market == "ALL" and b in recategorised]
     deltas = tier_deltas(sorted_out.tier1, before, after, moved, old1, recategorised, old_all, "ALL")
     assert _apply(before_tiers, deltas) == after_tiers
+
+
+SOURCES = {"financials", "products", "brands", "categories"}
+
+
+@pytest.mark.parametrize(("query", "changed"), [
+    ("ALTER TABLE financials ADD COLUMN note VARCHAR(10)", "financials"),
+    ("TRUNCATE TABLE financials", "financials"),
+    ("TRUNCATE products", "products"),
+    ("RENAME TABLE brands TO brands_old", "brands"),
+    ("DROP TABLE IF EXISTS categories", "categories"),
+    ("ALTER TABLE `financials` ADD INDEX `ix` (`month`, `asin`), ALGORITHM=INPLACE, LOCK=NONE", None),
+    ("CREATE INDEX ix ON financials (month)", None),
+    ("RENAME TABLE financials_summary_monthly_brand TO financials_summary_monthly_brand__old", None),
+    ("ALTER TABLE other_db.financials ADD COLUMN c INT", None),
+    ("ALTER TABLE sales ADD COLUMN products INT", None),
+])
+def test_which_ddl_stops_following(query, changed):
+    """DDL that changes a source table's rows or columns stops the follower; an index, or another table, does not."""
+    assert changed_source_table(query, SOURCES, "shop", "shop") == changed
