@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -253,12 +254,14 @@ def follow(click_ctx: click.Context, once: bool, check: bool, resync: bool) -> N
                    "replication privileges)")
         return
     _logging(click_ctx)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):  # from the start: a signal during --resync stops after it
+        signal.signal(number, lambda *_: stop.set())
     follower = app.follower()
+    follower.stop = stop
     if resync:
         run = app.refresh()
         log.info("resync: run %d handed its stream position over", run.id)
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: follower.stop.set())
     applied = follower.run(once=once)
     click.echo(f"follow: applied {applied} row change(s)")
 

@@ -103,7 +103,7 @@ def test_a_randomised_workload_killed_20_times_is_followed_exactly(followed, fol
         work.run(100_000, between=maybe_kill, rate=4_000)
         while kills < KILLS:
             work.run(work.raw_changes + 200, between=maybe_kill, rate=4_000)
-        time.sleep(1.0)
+        proc.wait_for_line("following from", timeout=60)  # SIGTERM to a follower, not to a starting interpreter
     finally:
         proc.signal(signal.SIGTERM)
         code = proc.finish(timeout=120)

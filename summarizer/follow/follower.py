@@ -116,12 +116,12 @@ class Follower:
             self._start()
             while not self.stop.is_set():
                 transactions = self.steps.retry("read the change stream", self._read, relock=False)
-                if transactions:
+                if transactions is None:  # the stream is quiet: everything committed so far is applied
+                    self._report_idle()
+                    if once:
+                        break
+                elif transactions:
                     self._apply(transactions)
-                    continue
-                self._report_idle()
-                if once:
-                    break
         except (StreamGone, SchemaChanged) as exc:
             self._record_error(str(exc))
             raise FollowFailed(str(exc)) from None
@@ -145,13 +145,16 @@ class Follower:
         log.info("following from %s", state.position)
         self._report({"host": socket.gethostname(), "pid": os.getpid(), "error": None, "error_at": None})
 
-    def _read(self) -> list[Transaction]:
-        """Transactions from the stream: up to ``batch_changes`` row changes or ``batch_seconds``, or until quiet."""
+    def _read(self) -> list[Transaction] | None:
+        """Transactions from the stream: up to ``batch_changes`` row changes or ``batch_seconds``, or until quiet;
+        [] when they were only other tables' (passed over); None when the stream was quiet."""
         cfg = self.config.follow
         assert self.reading is not None
         found = self.prefetch.take(self.reading, max_changes=int(cfg.batch_changes),
                                    seconds=float(cfg.batch_seconds), stop=self.stop.is_set)
-        if found and not any(t.changes for t in found):  # only other tables' (the follower's own among them)
+        if not found:
+            return None
+        if not any(t.changes for t in found):  # only other tables' (the follower's own among them)
             self.reading = found[-1].position
             return []
         return found

@@ -36,6 +36,7 @@ class Prefetch:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._next: str | None = None  # the position the queue goes on from
+        self._quiet = False  # the stream was quiet after the last batch taken
 
     def take(self, position: str, *, max_changes: int, seconds: float,
              stop: Callable[[], bool]) -> list[Transaction]:
@@ -45,6 +46,9 @@ class Prefetch:
             self._restart(position)
         found: list[Transaction] = []
         changes, deadline = 0, None
+        if self._quiet and self._queue.empty():  # said quiet after the last batch, and nothing came since
+            self._quiet = False
+            return []
         while not stop():
             timeout = self.wait if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -57,9 +61,11 @@ class Prefetch:
                 self._next = None  # read again from the last transaction taken
                 raise item
             if isinstance(item, Quiet):
+                self._quiet = bool(found)  # the quiet the batch ended on is told to the next take too
                 if found:
                     break
                 return []
+            self._quiet = False
             found.append(item)
             self._next = item.position
             changes += len(item.changes)
@@ -70,7 +76,7 @@ class Prefetch:
 
     def _restart(self, position: str) -> None:
         self.stop()
-        self._next = position
+        self._next, self._quiet = position, False
         self._stopping.clear()
         self._thread = threading.Thread(target=self._read, args=(position,), name="follow-reader", daemon=True)
         self._thread.start()
