@@ -128,6 +128,12 @@ class Follower:
         except FollowFailed as exc:
             self._record_error(str(exc))
             raise
+        except Exception as exc:
+            if not self.dialect.is_disconnect(exc):  # the stream's driver errors are not SQLAlchemy's
+                raise
+            budget = float(self.config.refresh.retry_budget_seconds)
+            raise DatabaseUnavailable(f"the change stream could not be read for {budget:g}s ([refresh] "
+                                      f"retry_budget_seconds): {first_line(exc, named=True)}") from exc
         finally:
             self.prefetch.stop()
         return self.applied
