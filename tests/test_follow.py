@@ -111,7 +111,7 @@ def test_a_randomised_workload_killed_20_times_is_followed_exactly(followed, fol
     assert kills == KILLS and work.raw_changes >= 100_000 and work.month_deleted
     catch_up(followed)
     state = followed.follow_status()
-    assert state is not None and state.changes >= work.raw_changes and state.batches > KILLS
+    assert state is not None and state.changes >= work.raw_changes  # every change, once (exactness below)
     assert_exact(followed)
 
 
