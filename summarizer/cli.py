@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -220,6 +222,48 @@ def status(ctx: Context, as_json: bool, check: bool, max_age: str | None) -> Non
             click.secho(f"CHECK FAILED: {problem}", fg="red", err=True)
         if problems:
             sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Apply what is waiting, then exit (for cron and tests).")
+@click.option("--check", is_flag=True,
+              help="Only say what the server lacks for following (a setting, a privilege) and how to set it; "
+                   "exit 1 if anything.")
+@click.option("--resync", is_flag=True,
+              help="First run a full refresh that hands its stream position over (after a purged binary log, a "
+                   "schema change or an incremental refresh), then follow.")
+@log_options
+@click.pass_context
+@handle_errors
+def follow(click_ctx: click.Context, once: bool, check: bool, resync: bool) -> None:
+    """Keep the tiers exact from the database's change stream, within seconds of each commit.
+
+    Reads the binary log (MariaDB/MySQL) as a replica does and applies each batch of committed changes
+    to the tiers in one transaction with its stream position. The first start runs a full refresh that
+    hands its position over. SIGTERM or SIGINT: the batch being applied finishes, then exit 0. Needs
+    [follow] enabled = true and `summarizer init`; `docs/follow.md` says what the server needs.
+    """
+    app = click_ctx.obj.summarizer
+    if check:
+        problems = app.follow_problems()
+        for problem in problems:
+            click.secho(f"NOT READY: {problem}", fg="red", err=True)
+        if problems:
+            sys.exit(EXIT_FAILURE)
+        click.echo("follow: the server is ready (binary log in row format with full images and metadata; "
+                   "replication privileges)")
+        return
+    _logging(click_ctx)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):  # from the start: a signal during --resync stops after it
+        signal.signal(number, lambda *_: stop.set())
+    follower = app.follower()
+    follower.stop = stop
+    if resync:
+        run = app.refresh()
+        log.info("resync: run %d handed its stream position over", run.id)
+    applied = follower.run(once=once)
+    click.echo(f"follow: applied {applied} row change(s)")
 
 
 @cli.command()

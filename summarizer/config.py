@@ -106,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("summary", "asin_length", "64", "int", "VARCHAR length of the asin column in the summaries"),
     Setting("summary", "marketplace_length", "32", "int", "VARCHAR length of the marketplace column"),
     Setting("summary", "metric_length", "64", "int", "VARCHAR length of the metric column"),
+    Setting("summary", "follow_table_prefix", "summarizer_follow", "identifier",
+            "the follower's tables: <prefix>_state (its stream position) and <prefix>_products, _brands, "
+            "_categories (the mapping as of that position)"),
     Setting("refresh", "lock_name", "summarizer_refresh", "identifier", "name of the run lock"),
     Setting("refresh", "retry_attempts", "5", "int",
             "attempts per step for transient errors the database reports (deadlock, lock wait timeout)"),
@@ -138,6 +141,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api", "redis_url", "", "str", "Redis URL for the response cache; empty: in-process cache"),
     Setting("api", "cache_bytes", "67108864", "int",
             "bytes of response bodies the in-process cache keeps (64 MiB; 0: none); a larger body is not cached"),
+    Setting("follow", "enabled", "false", "bool",
+            "keep the tiers exact from the database's change stream (summarizer follow): init creates the "
+            "follower's tables, a full refresh hands its stream position over, --months/--changed are refused"),
+    Setting("follow", "batch_changes", "5000", "int",
+            "row changes the follower applies in one transaction at most"),
+    Setting("follow", "batch_seconds", "0.5", "float",
+            "longest a batch collects changes before it is applied (the lag added while changes keep coming)"),
+    Setting("follow", "idle_seconds", "0.2", "float",
+            "a batch is applied once the stream has been quiet this long"),
+    Setting("follow", "server_id", "0", "int",
+            "MariaDB/MySQL: the replica server id the follower reads the binary log as (0: derived from the "
+            "database name); it must differ from every real replica's"),
+    Setting("follow", "refresh_wait", "60", "float",
+            "seconds a full refresh waits for the run lock while the follower applies a batch"),
     Setting("spark", "master", "local[*]", "str",
             "Spark master for engine = spark: local[*], spark://host:7077, yarn, or a Spark Connect sc://host:15002"),
     Setting("spark", "jars", "/usr/share/java/mariadb-java-client.jar,/usr/share/java/postgresql.jar", "list",
@@ -242,6 +259,16 @@ def with_default_driver(url: URL) -> URL:
     return url.set(drivername=driver) if driver else url
 
 
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _bool(text: str) -> bool:
+    try:
+        return BOOLEANS[text.lower()]
+    except KeyError:
+        raise ValueError(f"expected true or false, got {text!r}") from None
+
+
 def _list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -262,7 +289,7 @@ def _measures(text: str) -> tuple[tuple[str, str], ...]:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "str": str, "int": _int, "float": _float, "url": _url, "list": _list, "measures": _measures,
+    "str": str, "int": _int, "float": _float, "bool": _bool, "url": _url, "list": _list, "measures": _measures,
     "identifier": _identifier, "optional_identifier": _optional_identifier, "duration": parse_duration,
 }
 
@@ -280,6 +307,7 @@ class Config:
         self.schedule = _Section(self, "schedule")
         self.api = _Section(self, "api")
         self.spark = _Section(self, "spark")
+        self.follow = _Section(self, "follow")
 
     def get(self, section: str, key: str) -> Any:
         return self._values[(section, key)]
@@ -427,7 +455,9 @@ def _check(config: Config) -> None:
               ("api", "max_limit"): (1, 1_000_000),
               ("api", "cache_bytes"): (0, 2**40),
               ("summary", "asin_length"): (1, 255), ("summary", "marketplace_length"): (1, 255),
-              ("summary", "metric_length"): (1, 255)}
+              ("summary", "metric_length"): (1, 255), ("follow", "batch_changes"): (1, 1_000_000),
+              ("follow", "batch_seconds"): (0.01, 3600), ("follow", "idle_seconds"): (0.01, 60),
+              ("follow", "server_id"): (0, 2**32 - 1), ("follow", "refresh_wait"): (0, 86400)}
     for (section, key), (low, high) in bounds.items():
         value = config.get(section, key)
         if not low <= value <= high:

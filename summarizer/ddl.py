@@ -95,7 +95,7 @@ def plan_init(dialect: Dialect, schema: Schema, source: Source, *, source_indexe
     sa_dialect = dialect.engine.dialect
     plan = InitPlan()
     existing = set(inspector.get_table_names())
-    for table in [*schema.live(), *schema.bookkeeping()]:
+    for table in [*schema.live(), *schema.bookkeeping(), *(schema.follow() if schema.config.follow.enabled else [])]:
         if table.name in existing:
             differences = shape_differences(table, inspector.get_columns(table.name),
                                             inspector.get_pk_constraint(table.name)["constrained_columns"],

@@ -15,6 +15,8 @@ from sqlalchemy import (
     Connection,
     Date,
     Engine,
+    Insert,
+    Select,
     String,
     Table,
     create_engine,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.compiler import compiles
@@ -196,6 +199,16 @@ class Dialect:
         """The database clock, as the raw table's updated_at column sees it."""
         return "SELECT CURRENT_TIMESTAMP"
 
+    # --- the follower ---------------------------------------------------------------------------------
+    def upsert_adding(self, target: Table, rows: Select[Any], added: Sequence[str], replaced: Sequence[str]) -> Insert:
+        """``INSERT INTO target SELECT rows``; where a row's key exists, its ``added`` columns are added to the
+        existing row's and its ``replaced`` columns replace them (the follower's signed deltas)."""
+        statement = sqlite.insert(target).from_select([c.name for c in target.columns], rows)
+        return statement.on_conflict_do_update(
+            index_elements=list(target.primary_key.columns),
+            set_={**{c: target.c[c] + statement.excluded[c] for c in added},
+                  **{c: statement.excluded[c] for c in replaced}})
+
 
 class MySQLDialect(Dialect):
     name = "mysql"
@@ -303,6 +316,12 @@ class MySQLDialect(Dialect):
     def now_sql(self) -> str:
         return "SELECT CURRENT_TIMESTAMP(6)"  # the clock an updated_at column's default uses
 
+    def upsert_adding(self, target: Table, rows: Select[Any], added: Sequence[str], replaced: Sequence[str]) -> Insert:
+        # ON DUPLICATE KEY UPDATE, not ON CONFLICT; the key is whichever unique key the row collides with
+        statement = mysql.insert(target).from_select([c.name for c in target.columns], rows)
+        return statement.on_duplicate_key_update(
+            {**{c: target.c[c] + statement.inserted[c] for c in added}, **{c: statement.inserted[c] for c in replaced}})
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -409,6 +428,13 @@ class PostgresDialect(Dialect):
 
     def now_sql(self) -> str:
         return "SELECT LOCALTIMESTAMP"  # the clock a timestamp column's default now() uses
+
+    def upsert_adding(self, target: Table, rows: Select[Any], added: Sequence[str], replaced: Sequence[str]) -> Insert:
+        statement = postgresql.insert(target).from_select([c.name for c in target.columns], rows)
+        return statement.on_conflict_do_update(
+            index_elements=list(target.primary_key.columns),
+            set_={**{c: target.c[c] + statement.excluded[c] for c in added},
+                  **{c: statement.excluded[c] for c in replaced}})
 
 
 def _pg_aggregate_path(nodes: list[re.Match[str]]) -> list[re.Match[str]]:

@@ -14,6 +14,7 @@
     ├── DatabaseUnavailable         exit 69: the database cannot be reached (EX_UNAVAILABLE)
     ├── PrivilegeMissing            exit 1: the database user may not do what the command needs
     ├── RefreshFailed               exit 1: a refresh step failed; live tables are untouched
+    ├── FollowFailed                exit 1: following cannot start or go on (the message says what to run)
     └── VerifyMismatch              exit 1: summaries and raw data disagree
 
 The CLI turns each into ``Error: <message>`` and its exit code in one place (``cli.py``).
@@ -95,6 +96,11 @@ class PrivilegeMissing(SummarizerError):
 
 class RefreshFailed(SummarizerError):
     """A refresh step failed; the live summary tables were left as they were."""
+
+
+class FollowFailed(SummarizerError):
+    """Following cannot start or go on: a server setting, a purged stream, a schema change, tiers changed by
+    something else. The tiers stay exact at the last applied batch."""
 
 
 class VerifyMismatch(SummarizerError):

@@ -23,7 +23,10 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
 from .config import Config
 from .ddl import InitPlan, apply, check_source, plan_init, require_tables
 from .dialects import Dialect, connect
-from .errors import ConfigError, DatabaseUnavailable
+from .errors import ConfigError, DatabaseUnavailable, FollowFailed
+from .follow.follower import Follower
+from .follow.statements import read_state
+from .follow.streams import open_stream
 from .guards import check_before_write, check_names
 from .model import Schema, source_from_config
 from .plan import choose_plan, index_advice
@@ -40,6 +43,40 @@ from .verify import VerifyReport, verify
 
 
 @dataclass
+class FollowStatus:
+    """The follower's state row as ``status`` shows it: position, lag, throughput, what is waiting, the last error."""
+
+    position: str
+    committed_at: dt.datetime | None = None
+    applied_at: dt.datetime | None = None
+    lag_seconds: float | None = None
+    changes: int = 0
+    batches: int = 0
+    rate: float | None = None
+    waiting: int | None = None
+    checked_at: dt.datetime | None = None
+    handover_at: dt.datetime | None = None
+    host: str | None = None
+    pid: int | None = None
+    error: str | None = None
+    error_at: dt.datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> FollowStatus:
+        m: dict[str, Any] = dict(row._mapping)
+        for key in ("lag_seconds", "rate"):
+            m[key] = float(m[key]) if m[key] is not None else None
+        return cls(**{k: m[k] for k in cls.__dataclass_fields__ if k in m})
+
+    def as_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        for key, value in data.items():
+            if isinstance(value, dt.datetime):
+                data[key] = value.replace(tzinfo=dt.UTC).isoformat()
+        return data
+
+
+@dataclass
 class Status:
     runs: list[Run]
     last_success: Run | None
@@ -47,6 +84,7 @@ class Status:
     rows: dict[str, int]
     months: list[str]
     unassigned: dict[str, float | None] = field(default_factory=dict)
+    follow: FollowStatus | None = None
 
     def problems(self, max_age_seconds: float) -> list[str]:
         """Why monitoring should page: stale summaries, or a last run that did not succeed."""
@@ -59,6 +97,8 @@ class Status:
         finished = next((r for r in self.runs if r.status != RUNNING), None)
         if finished is not None and finished.status != SUCCEEDED:
             found.append(f"the last run ({finished.describe()}) {finished.status}: {finished.error}")
+        if self.follow is not None and self.follow.error:
+            found.append(f"the follower stopped: {self.follow.error}")
         return found
 
     def as_json(self) -> dict[str, Any]:
@@ -66,7 +106,8 @@ class Status:
                 "age_seconds": self.age_seconds, "rows": self.rows,
                 "months": {"count": len(self.months), "first": self.months[0] if self.months else None,
                            "last": self.months[-1] if self.months else None},
-                "unassigned": self.unassigned, "runs": [r.as_json() for r in self.runs]}
+                "unassigned": self.unassigned, "runs": [r.as_json() for r in self.runs],
+                "follow": self.follow.as_json() if self.follow else None}
 
 
 # what drivers raise for an option of the URL they cannot use (?charset=nonesuch, ?connect_timeout=abc)
@@ -134,6 +175,8 @@ class Summarizer:
     def init(self, *, source_indexes: bool = False, dry_run: bool = False) -> InitPlan:
         """Create what is missing; with ``dry_run`` only return the statements."""
         check_before_write(self.dialect, self.config, self.schema)
+        if self.config.follow.enabled:  # nothing is created for a follower that could not start
+            self._require_follow_ready("init")
         with named_privileges(self.dialect, "init"):
             plan = plan_init(self.dialect, self.schema, self.source, source_indexes=source_indexes)
             if not dry_run:
@@ -150,6 +193,40 @@ class Summarizer:
         refresher = Refresher(self.dialect, self.config, self.schema, self.source, self.runs, progress)
         with named_privileges(self.dialect, "refresh"):
             return refresher.run(request)
+
+    def follow_problems(self) -> list[str]:
+        """What the server lacks for following (a setting, a privilege), each with how to set it."""
+        stream = open_stream(self.dialect, self.config, self.source)
+        try:
+            return stream.problems()
+        finally:
+            stream.close()
+
+    def _require_follow_ready(self, command: str) -> None:
+        problems = self.follow_problems()
+        if problems:
+            raise FollowFailed(f"{command}: following is set up ([follow] enabled) and the server is not ready: "
+                               + "; ".join(problems) + ". Nothing was created or changed")
+
+    def follower(self, *, resync_progress: Progress | None = None) -> Follower:
+        """The follower of this configuration (``run()`` it; set its ``stop`` event to end it after a batch)."""
+        if not self.config.follow.enabled:
+            raise ConfigError("following is not set up: set enabled = true, then run `summarizer init`",
+                              source=self.config.path, section="follow", key="enabled")
+        self._require_tables()
+        stream = open_stream(self.dialect, self.config, self.source)
+        return Follower(self.dialect, self.config, self.schema, self.source, stream,
+                        resync=lambda: self.refresh(progress=resync_progress))
+
+    def follow_status(self) -> FollowStatus | None:
+        if not self.config.follow.enabled:
+            return None
+        with self.dialect.engine.connect() as conn:
+            try:
+                row = conn.execute(read_state(self.schema.follow().state)).first()
+            except DBAPIError:
+                return None
+        return FollowStatus.from_row(row) if row is not None else None
 
     def verify(self, months: Sequence[dt.date] | None = None) -> VerifyReport:
         check_source(self.dialect, self.source)  # a source the configuration cannot read is a configuration error
@@ -193,7 +270,7 @@ class Summarizer:
                 select(live.category.c.month).distinct().order_by(live.category.c.month)).scalars()]
             share = conn.execute(self.rollup.unassigned_share(live.brand)).one()
         return Status(runs=self.runs.latest(limit), last_success=last, age_seconds=age, rows=rows,
-                      months=months, unassigned=_shares(share))
+                      months=months, unassigned=_shares(share), follow=self.follow_status())
 
     def _require_tables(self) -> None:
         require_tables(self.dialect, self.schema)

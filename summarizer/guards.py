@@ -30,7 +30,7 @@ from .config import Config
 from .ddl import check_source_types, shape_differences
 from .dialects import Dialect
 from .errors import ConfigError, TableClash
-from .model import OLD_SUFFIX, SHADOW_SUFFIX, STAGE_SUFFIX, TIERS, Schema, source_from_config
+from .model import FOLLOW_ROLES, OLD_SUFFIX, SHADOW_SUFFIX, STAGE_SUFFIX, TIERS, Schema, source_from_config
 
 SOURCE_SETTINGS = ("financials_table", "products_table", "brands_table", "categories_table")
 DERIVED = {"": "", SHADOW_SUFFIX: "its full refresh's new copy", OLD_SUFFIX: "its full refresh's old copy",
@@ -63,13 +63,25 @@ def owned_names(config: Config) -> list[tuple[str, str, str]]:
     copies = [(version + suffix, "data_version_table", f"{version}{suffix} ({DERIVED[suffix]})")
               for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]  # swapped in with the tiers (version.py)
     return [*owned, (config.summary.runs_table, "runs_table", config.summary.runs_table),
-            (version, "data_version_table", version), *copies]
+            (version, "data_version_table", version), *copies, *_follow_names(config)]
+
+
+def _follow_names(config: Config) -> list[tuple[str, str, str]]:
+    """The follower's tables and the copies a full refresh swaps in, while following is set up."""
+    if not config.follow.enabled:
+        return []
+    prefix = config.summary.follow_table_prefix
+    return [(f"{prefix}_{role}{suffix}", "follow_table_prefix",
+             f"{prefix}_{role}{suffix}" + (f" ({DERIVED[suffix]})" if suffix else ""))
+            for role in FOLLOW_ROLES for suffix in ("", SHADOW_SUFFIX, OLD_SUFFIX)]
 
 
 def owned_tables(schema: Schema) -> list[Owned]:
     """The tables of :func:`owned_names`, with their shapes (the names must be distinct: check_names)."""
     tables = [*(t for suffix in DERIVED for t in schema.tiers(suffix)), schema.runs(),
               *(schema.data_version(suffix) for suffix in ("", SHADOW_SUFFIX, OLD_SUFFIX))]
+    if schema.config.follow.enabled:
+        tables += [t for suffix in ("", SHADOW_SUFFIX, OLD_SUFFIX) for t in schema.follow(suffix)]
     roles = {name: (key, role) for name, key, role in owned_names(schema.config)}
     return [Owned(t, *roles[t.name]) for t in tables]
 

@@ -45,6 +45,8 @@ TIERS = ("asin", "brand", "category")
 SHADOW_SUFFIX = "__new"
 OLD_SUFFIX = "__old"
 STAGE_SUFFIX = "__stage"  # the spark engine's staging tables of an incremental refresh
+DELTA_SUFFIX = "__delta"  # the follower's session-local tables of one batch's deltas, one per tier
+FOLLOW_ROLES = ("state", "products", "brands", "categories")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 
@@ -169,6 +171,22 @@ class Tiers:
         return [self.brand, self.category]
 
 
+@dataclass(frozen=True)
+class FollowTables:
+    """The follower's tables: its stream position, and the brand/category mapping as of that position.
+
+    The mapping is a mirror of products, brands and categories that the follower keeps in the transaction of
+    each batch, so a restarted follower never consults dimension tables that are already ahead of it."""
+
+    state: Table
+    products: Table
+    brands: Table
+    categories: Table
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter((self.state, self.products, self.brands, self.categories))
+
+
 class Schema:
     """Builds the summary and bookkeeping ``Table`` objects for one config."""
 
@@ -200,6 +218,36 @@ class Schema:
     def bookkeeping(self) -> list[Table]:
         """The tables summarizer keeps besides the tiers: the run history and the data version."""
         return [self.runs(), self.data_version()]
+
+    def follow(self, suffix: str = "") -> FollowTables:
+        """The follower's tables; ``suffix`` names the copies a full refresh swaps in with its shadow tiers."""
+        prefix, metadata = self.config.summary.follow_table_prefix, MetaData()
+        name = {role: f"{prefix}_{role}{suffix}" for role in FOLLOW_ROLES}
+        return FollowTables(
+            follow_state_table(metadata, name["state"]),
+            Table(name["products"], metadata, self._key("asin"), Column("brand_id", BigInteger, nullable=True),
+                  PrimaryKeyConstraint("asin", name=f"pk_{name['products']}")),
+            Table(name["brands"], metadata, Column("brand_id", BigInteger, nullable=False, autoincrement=False),
+                  Column("category_id", BigInteger, nullable=True),
+                  PrimaryKeyConstraint("brand_id", name=f"pk_{name['brands']}"),
+                  Index(f"ix_{name['brands']}_category", "category_id")),
+            Table(name["categories"], metadata, Column("category_id", BigInteger, nullable=False, autoincrement=False),
+                  PrimaryKeyConstraint("category_id", name=f"pk_{name['categories']}")))
+
+    def deltas(self) -> Tiers:
+        """Session-local tables of one batch's signed deltas, with the tiers' columns.
+
+        Their key is an index, not a primary key: two keys the database's collation equates ('us', 'US')
+        are two delta rows that the upsert into the tier adds up, as a refresh's GROUP BY would."""
+        metadata = MetaData()
+        tables = []
+        for tier in self.live():
+            name = tier.name + DELTA_SUFFIX
+            columns = [Column(c.name, c.type, nullable=c.nullable) for c in tier.columns]
+            key = [c.name for c in tier.primary_key.columns]
+            tables.append(Table(name, metadata, *columns, Index(f"ix_{name}", *key), prefixes=["TEMPORARY"],
+                                mysql_engine="MEMORY"))  # MySQL/MariaDB: a batch's deltas need no disk
+        return Tiers(*tables)
 
     def _key(self, name: str) -> Column[str]:
         length = self.config.get("summary", f"{name}_length")
@@ -275,6 +323,33 @@ def data_version_table(metadata: MetaData, name: str) -> Table:
         name, metadata,
         Column("id", Integer, nullable=False, autoincrement=False),
         Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"pk_{name}"),
+    )
+
+
+def follow_state_table(metadata: MetaData, name: str) -> Table:
+    """One row (``id`` 1): the stream position the tiers are exact at, and how the follower is doing.
+
+    ``position`` and ``data_version`` change only in the transaction of a batch (or in a full refresh's swap,
+    which hands a new position over); the other columns are the follower's report for ``status``."""
+    return Table(
+        name, metadata,
+        Column("id", Integer, nullable=False, autoincrement=False),
+        Column("position", String(255), nullable=False),
+        Column("data_version", BigInteger, nullable=False),  # the data version the tiers had at position
+        Column("committed_at", RUN_TIME, nullable=True),      # the source commit time of the last applied change
+        Column("applied_at", RUN_TIME, nullable=True),
+        Column("lag_seconds", Numeric(12, 3), nullable=True),  # applied_at - committed_at of the last batch
+        Column("changes", BigInteger, nullable=False),        # row changes applied since the handover
+        Column("batches", BigInteger, nullable=False),
+        Column("rate", Numeric(12, 1), nullable=True),        # row changes per second over the last minute
+        Column("waiting", BigInteger, nullable=True),         # what the stream had waiting at checked_at
+        Column("checked_at", RUN_TIME, nullable=True),        # when the follower last looked at the stream
+        Column("handover_at", RUN_TIME, nullable=True),       # when a full refresh handed this position over
+        Column("host", String(255), nullable=True),
+        Column("pid", Integer, nullable=True),
+        Column("error", Text, nullable=True),
+        Column("error_at", RUN_TIME, nullable=True),
         PrimaryKeyConstraint("id", name=f"pk_{name}"),
     )
 

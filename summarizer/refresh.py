@@ -36,7 +36,18 @@ from .config import Config
 from .ddl import ddl, require_tables, sorted_indexes
 from .dialects import Dialect
 from .engines import Context, TierEngine, engine_for
-from .errors import ConfigError, DatabaseUnavailable, LockHeld, RefreshFailed, SummarizerError, TableClash
+from .errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    FollowFailed,
+    LockHeld,
+    RefreshFailed,
+    SummarizerError,
+    TableClash,
+    UsageError,
+)
+from .follow.handover import Handover
+from .follow.streams import open_stream
 from .guards import check_before_write, foreign_tables
 from .lock import RunLock, make_lock
 from .model import OLD_SUFFIX, SHADOW_SUFFIX, Schema, Source, Tiers
@@ -79,7 +90,10 @@ class Refresher:
         self.runs = runs
         self.engine = dialect.engine
         self.steps = Steps(dialect, config, progress)
-        self.tier_engine: TierEngine = engine_for(Context(dialect, config, schema, source, self.rollup, self.steps))
+        context = Context(dialect, config, schema, source, self.rollup, self.steps)
+        self.tier_engine: TierEngine = engine_for(context)
+        # following set up: a full refresh reads tier 1 in a snapshot and hands its stream position over
+        self.handover = Handover(context, open_stream(dialect, config, source)) if config.follow.enabled else None
         self._retry, self._read, self.execute = self.steps.retry, self.steps.read, self.steps.execute
 
     # --- the run ----------------------------------------------------------------------------------
@@ -101,6 +115,7 @@ class Refresher:
             lock.release()
 
     def _preflight(self, request: RefreshRequest) -> None:
+        self._follow_preflight(request)
         engine = self.tier_engine
         check_before_write(self.dialect, self.config, self.schema, value_precision_cap=engine.VALUE_PRECISION_CAP)
         engine.preflight(request.mode)
@@ -113,9 +128,29 @@ class Refresher:
                               "last-change column (or use --months)",
                               source=self.config.path, section="source", key="updated_at_column")
 
+    def _follow_preflight(self, request: RefreshRequest) -> None:
+        """While following is set up: only full refreshes, in this database, on a server ready to hand over."""
+        if self.handover is None:
+            return
+        if request.mode != FULL:
+            raise UsageError(f"refresh --{request.mode} is refused while following is set up ([follow] enabled): "
+                             "it would recompute months outside the stream position the follower keeps them exact "
+                             "at. The follower already applies every change; to rebuild, run a full "
+                             "`summarizer refresh` (it hands over to the follower) or `summarizer follow --resync`")
+        if self.config.refresh.engine != "database":
+            raise ConfigError("a full refresh hands over to the follower only with the database engine (one "
+                              "snapshot of the raw table): set engine = database, or [follow] enabled = false",
+                              source=self.config.path, section="refresh", key="engine")
+        problems = self.handover.stream.problems()
+        if problems:
+            raise FollowFailed("following is set up ([follow] enabled), and a full refresh hands its stream "
+                               "position over, but the server is not ready: " + "; ".join(problems))
+
     def _acquire(self, lock: RunLock, wait: float) -> bool:
         if self._retry("run lock", lambda: lock.acquire(0)):
             return True
+        if self.handover is not None and wait < float(self.config.follow.refresh_wait):
+            wait = float(self.config.follow.refresh_wait)  # the follower holds it only while it applies a batch
         if wait <= 0:
             return False
         log.info("waiting up to %gs for the run lock, held by %s", wait, self._holder())
@@ -268,12 +303,14 @@ class Refresher:
         (log.info if plan.chunked else log.warning)("plan: %s", run.plan)
         with self.steps.timed("prepare"):
             self._create_shadows(live, shadow)
-        self.tier_engine.fill_shadows(shadow, plan, run.stamp, check, jobs)
+        filler = self.handover or self.tier_engine
+        filler.fill_shadows(shadow, plan, run.stamp, check, jobs)
         self._finish_shadows(run, shadow)
         check()
         with self.steps.timed("swap"):  # the data version's shadow row goes in with the tiers (version.py)
             self._swap([*zip(live, shadow, strict=True),
-                        (self.schema.data_version(), self.schema.data_version(SHADOW_SUFFIX))])
+                        (self.schema.data_version(), self.schema.data_version(SHADOW_SUFFIX)),
+                        *(self.handover.pairs() if self.handover else [])])
         log.info("swapped in: %s", ", ".join(f"{t} {n} rows" for t, n in run.rows.items()))
 
     def _finish_shadows(self, run: Run, shadow: Tiers) -> None:
@@ -330,7 +367,8 @@ class Refresher:
 
     def _old_copies(self) -> list[Table]:
         """The ``__old`` names the swap renames the live tables to (and drops afterwards)."""
-        return [*self.schema.tiers(OLD_SUFFIX), self.schema.data_version(OLD_SUFFIX)]
+        follow = self.handover.old_copies() if self.handover else []
+        return [*self.schema.tiers(OLD_SUFFIX), self.schema.data_version(OLD_SUFFIX), *follow]
 
     def _refuse_foreign(self, tables: Iterable[Table], doing: str) -> None:
         """Raise unless each of ``tables`` that exists has the shape summarizer gives it: only such a table

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .facade import Status
+from .facade import FollowStatus, Status
 from .runs import Run
 from .text import duration
 from .verify import MonthReport, VerifyReport
@@ -44,9 +44,22 @@ def status_text(status: Status) -> str:
     shares = {k: v for k, v in status.unassigned.items() if v is not None}
     if shares:
         lines.append("unassigned: " + ", ".join(f"{k.replace('_', ' ')} {v:.2%}" for k, v in shares.items()))
+    if status.follow is not None:
+        lines.append(follow_line(status.follow))
     lines.append("recent runs:")
     lines += [f"  {run_line(r)}" for r in status.runs] or ["  none"]
     return "\n".join(lines)
+
+
+def follow_line(follow: FollowStatus) -> str:
+    """The follower in one line (and its last error on a second)."""
+    lag = f"lag {follow.lag_seconds:.1f}s" if follow.lag_seconds is not None else "lag -"
+    waiting = f", {follow.waiting} bytes waiting" if follow.waiting is not None else ""
+    applied = f"{follow.applied_at:%Y-%m-%d %H:%M:%S} UTC" if follow.applied_at else "never"
+    line = (f"follow: at {follow.position}, last batch {applied}, {lag}{waiting}, "
+            f"{follow.rate or 0:g} changes/s; {follow.changes} changes in {follow.batches} batches since the handover")
+    return line + (f"\n  follow error ({follow.error_at:%Y-%m-%d %H:%M:%S} UTC): {follow.error}"
+                   if follow.error and follow.error_at else "")
 
 
 def plural(count: int, word: str) -> str:

@@ -64,7 +64,7 @@ def _start_container(engine: str):
 
 
 def scratch_database(server: URL, name: str) -> Iterator[URL]:
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # the server may have restarted
     quote = admin.dialect.identifier_preparer.quote
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {quote(name)}"))

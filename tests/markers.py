@@ -21,9 +21,9 @@ from types import ModuleType
 import pytest
 
 SERVER_FIXTURES = {"mysql_url": "mysql", "postgres_url": "postgres"}
-PARAMETRISED = ("db_url", "server_url")
-SLOW_MODULES = {"test_bench", "test_demo", "test_faults", "test_lock", "test_monitoring", "test_schedule",
-                "test_scripts", "test_spark"}
+PARAMETRISED = ("db_url", "server_url", "follow_server")
+SLOW_MODULES = {"test_bench", "test_demo", "test_faults", "test_follow", "test_lock", "test_monitoring",
+                "test_schedule", "test_scripts", "test_spark"}
 PROCESS = re.compile(r"\b(subprocess|sys\.executable|Popen|procs\.|run_cli\w*\()")
 CALL = re.compile(r"\b([A-Za-z_]\w*)\(")
 

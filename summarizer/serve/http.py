@@ -160,6 +160,8 @@ class HealthData(BaseModel):
     last_success: dict[str, Any] | None
     age_seconds: float | None
     max_age_seconds: float
+    follow: dict[str, Any] | None = Field(default=None, description="the change-stream follower's state "
+                                          "([follow] enabled): position, lag, waiting, rate, last error")
 
 
 def _envelope(name: str, data: Any) -> type[BaseModel]:

@@ -12,13 +12,21 @@ Every app has a registry of its own, so two apps in one process never mix their 
     summarizer_api_data_version                                  the data version answers are keyed by
     summarizer_api_last_success_timestamp_seconds                when the last successful refresh ended
     summarizer_api_last_success_age_seconds                      how long ago that was
+    summarizer_follow_lag_seconds                                the follower's last batch: commit to applied
+    summarizer_follow_waiting                                    what its stream had waiting (bytes of binary log)
+    summarizer_follow_changes_per_second                         row changes applied per second, last minute
+    summarizer_follow_changes_total                              row changes applied since the handover
+    summarizer_follow_last_applied_timestamp_seconds             when it last applied a batch
+    summarizer_follow_error                                      1 if it stopped on an error (status says which)
 
-The last four are read from the database at each scrape (two small statements on the run history);
-a database that does not answer gives ``database_up 0`` and leaves the others out.
+The last ones are read from the database at each scrape (small statements on the run history and the
+follower's state row, the latter only while ``[follow] enabled``); a database that does not answer gives
+``database_up 0`` and leaves the others out.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -95,6 +103,31 @@ class ReaderCollector(Collector):
                                     "refresh ended (Unix time).", value=time.time() - age)
             yield GaugeMetricFamily("summarizer_api_last_success_age_seconds", "Seconds since the last successful "
                                     "refresh ended.", value=age)
+        yield from self._follower()
+
+    def _follower(self) -> Iterator[Metric]:
+        try:
+            state = self.reader.summarizer.follow_status()
+        except (SummarizerError, SQLAlchemyError) as exc:
+            log.warning("metrics: cannot read the follower's state: %s", exc)
+            return
+        if state is None:
+            return
+        gauges = (("lag_seconds", state.lag_seconds, "Seconds from commit to applied, in the last batch."),
+                  ("waiting", state.waiting, "What the change stream had waiting after the follower's position "
+                   "(bytes of binary log)."),
+                  ("changes_per_second", state.rate, "Row changes applied per second over the last minute."))
+        for name, value, help_ in gauges:
+            if value is not None:
+                yield GaugeMetricFamily(f"summarizer_follow_{name}", help_, value=value)
+        yield CounterMetricFamily("summarizer_follow_changes", "Row changes applied since the handover.",
+                                  value=state.changes)
+        if state.applied_at is not None:
+            applied = state.applied_at.replace(tzinfo=dt.UTC).timestamp()
+            yield GaugeMetricFamily("summarizer_follow_last_applied_timestamp_seconds", "When the follower last "
+                                    "applied a batch (Unix time).", value=applied)
+        yield GaugeMetricFamily("summarizer_follow_error", "1 if the follower stopped on an error.",
+                                value=1 if state.error else 0)
 
 
 def route_template(scope: Scope) -> str:

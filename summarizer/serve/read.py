@@ -578,13 +578,20 @@ class Reader:
         last, max_age = self._last_success(), float(self.api.max_age)
         if last is None or last.finished_at is None:
             return Health(False, "never_refreshed", "no refresh has succeeded yet: run `summarizer refresh`",
-                          {"last_success": None, "age_seconds": None, "max_age_seconds": max_age})
+                          {"last_success": None, "age_seconds": None, "max_age_seconds": max_age,
+                           "follow": self.follow()})
         age = (utcnow() - last.finished_at).total_seconds()
-        data = {"last_success": _run_json(last), "age_seconds": age, "max_age_seconds": max_age}
+        data = {"last_success": _run_json(last), "age_seconds": age, "max_age_seconds": max_age,
+                "follow": self.follow()}
         if age > max_age:
             return Health(False, "stale", f"the last successful refresh (run {last.id}) finished {age / 3600:.1f}h "
                           f"ago, more than the allowed {max_age / 3600:.1f}h ([api] max_age)", data)
         return Health(True, "ok", f"the last successful refresh (run {last.id}) finished {age:.0f}s ago", data)
+
+    def follow(self) -> dict[str, Any] | None:
+        """The follower's state (``[follow] enabled``), for the operations page; None without one."""
+        state = self.summarizer.follow_status()
+        return state.as_json() if state is not None else None
 
     def version(self) -> int:
         """The data version (``version.py``; 0 if its row is missing)."""

@@ -241,6 +241,18 @@ function freshnessCard(h) {
     el("p", { class: "note" }, h.message));
 }
 
+// The change-stream follower ([follow] enabled): where it is, how far behind, how fast, its last error.
+function followCard(f) {
+  const rows = [["Position", f.position], ["Last batch (UTC)", (f.applied_at || "never").replace("T", " ").slice(0, 19)],
+    ["Lag of the last batch", seconds(f.lag_seconds)], ["Waiting", f.waiting === null ? "–" : `${f.waiting.toLocaleString()} bytes`],
+    ["Throughput", `${(f.rate ?? 0).toLocaleString()} changes/s`],
+    ["Since the handover", `${f.changes.toLocaleString()} changes in ${f.batches.toLocaleString()} batches`]];
+  return card(el("h2", {}, "Follower"),
+    el("p", { class: `big fresh-${f.error ? "stale" : "ok"}`, "data-follow": f.error ? "error" : "ok" }, f.error ? "Stopped" : "Following"),
+    el("table", { "data-table": "follow" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v))))),
+    f.error ? el("p", { class: "note" }, f.error) : el("p", { class: "note" }, "Every committed change is applied within seconds; the nightly refresh is the safety net."));
+}
+
 // An incremental run records its month replacements as one "months" step: shown apart from the rest.
 function incremental(r) {
   return r.mode === "full" ? 0 : r.steps.months ?? 0;
@@ -296,6 +308,7 @@ async function renderOperations(page, state, go) {
     select("runs", "Runs shown", [["10", "10"], ["30", "30"], ["100", "100"]], limit, (v) => go({ ...s, runs: v }))));
   const [h, runs] = await Promise.all([health(), api("runs", { limit })]);
   const grid = el("div", { class: "grid" }, freshnessCard(h));
+  if (h.follow) grid.append(followCard(h.follow));
   page.append(grid, card(runs.data.length ? runsChart(runs.data, runs.meta.steps) : el("p", { class: "note" }, "No runs yet.")));
   drawn(FIRST_CHART);
   page.append(card(el("h2", {}, "Runs"), runsTable(runs.data)), card(rowsChart(runs.data)));

@@ -1,0 +1,279 @@
+"""summarizer follow: the tiers kept exact from the database's change stream.
+
+Every test runs on a server of the module's own with the change stream on (MariaDB: the binary log in
+row format with full images and metadata), one scratch database per test; :data:`FOLLOWED` lists the
+engines, so following another database is one more entry there and in :data:`SERVER_OPTIONS`. The
+expected tiers come from ``oracle.py`` (plain Python over the rows read back) and from a fresh full
+refresh, compared row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from summarizer import Summarizer
+from summarizer.serve.http import create_app
+
+from . import procs, servers, workload
+from .clirun import invoke, run_cli
+from .databases import make_app, scratch_database
+from .oracle import actual_tiers, assert_tiers_equal
+from .test_api_http import Http
+from .test_data_version import assert_answer_is_the_tier, warm
+
+FOLLOWED = ["mysql"]
+SERVER_OPTIONS = {"mysql": ("--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
+                            "--binlog-row-metadata=FULL", "--server-id=1")}
+FOLLOW: dict[str, Any] = {"follow_enabled": "true", "follow_idle_seconds": "0.05", "follow_batch_seconds": "0.3"}
+KILLS = 20
+
+
+@pytest.fixture(scope="module", params=FOLLOWED)
+def follow_server(request: pytest.FixtureRequest) -> Iterator[servers.Server]:
+    reason = servers.missing(request.param)
+    if reason:
+        pytest.skip(reason)
+    start = servers.mariadb if request.param == "mysql" else servers.postgres
+    with start(*SERVER_OPTIONS[request.param]) as server:
+        yield server
+
+
+@pytest.fixture
+def follow_url(follow_server: servers.Server) -> Iterator[URL]:
+    yield from scratch_database(follow_server.url, f"follow_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def followed(follow_url: URL, tmp_path: Path) -> Iterator[Summarizer]:
+    """A followed database: the workload's starting data, init, and the first handover refresh."""
+    app = make_app(follow_url, tmp_path, **FOLLOW)
+    workload.seed_data(app.dialect.engine, seed=1, rows=10_000)
+    app.init(source_indexes=True)
+    app.refresh()
+    yield app
+    app.close()
+
+
+def tiers_of(app: Summarizer) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
+    return actual_tiers(app.dialect.engine, app.schema.live().by_name())
+
+
+def assert_exact(app: Summarizer) -> None:
+    """The tiers equal the oracle's, and then a fresh full refresh's, row for row."""
+    followed = tiers_of(app)
+    assert_tiers_equal(workload.expected(app.dialect.engine), followed, exact=True)
+    app.refresh()
+    assert tiers_of(app) == followed
+
+
+def catch_up(app: Summarizer) -> int:
+    return app.follower().run(once=True)
+
+
+def test_a_randomised_workload_killed_20_times_is_followed_exactly(followed, follow_url, tmp_path):
+    """100,000+ raw changes of every kind mixed with dimension moves, followed by a real ``summarizer follow``
+    process killed with SIGKILL at 20 random moments (each time a new one resumes from the stored position):
+    no change lost or applied twice. The last one ends on SIGTERM after its batch, with exit 0."""
+    rng = random.Random(5)
+    work = workload.Workload(followed.dialect.engine, seed=6)
+    proc = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW)
+    kills, kill_at = 0, None
+
+    def maybe_kill() -> None:  # a random moment within a second of the process starting to follow
+        nonlocal proc, kills, kill_at
+        if kill_at is None and any("following from" in line for line in proc.lines):
+            kill_at = time.monotonic() + rng.uniform(0.0, 1.0)
+        if kills < KILLS and kill_at is not None and time.monotonic() > kill_at:
+            proc.kill()
+            kills += 1
+            proc, kill_at = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW), None
+    try:
+        work.run(100_000, between=maybe_kill, rate=4_000)
+        while kills < KILLS:
+            work.run(work.raw_changes + 200, between=maybe_kill, rate=4_000)
+        proc.wait_for_line("following from", timeout=60)  # SIGTERM to a follower, not to a starting interpreter
+    finally:
+        proc.signal(signal.SIGTERM)
+        code = proc.finish(timeout=120)
+    assert code == 0, proc.stderr
+    assert kills == KILLS and work.raw_changes >= 100_000 and work.month_deleted
+    catch_up(followed)
+    state = followed.follow_status()
+    assert state is not None and state.changes >= work.raw_changes  # every change, once (exactness below)
+    assert_exact(followed)
+
+
+def test_a_follower_in_process_keeps_up_while_the_workload_runs(followed):
+    """The follower's own loop (no process) while writers write; then the tiers are exact."""
+    follower = followed.follower()
+    thread = threading.Thread(target=follower.run)
+    thread.start()
+    try:
+        work = workload.Workload(followed.dialect.engine, seed=2)
+        work.run(10_000, rate=5_000)
+    finally:
+        follower.stop.set()
+        thread.join(timeout=120)
+    assert not thread.is_alive()
+    applied = follower.applied + catch_up(followed)
+    assert applied >= work.raw_changes
+    assert_exact(followed)
+
+
+def test_a_purged_binary_log_is_said_plainly_and_resync_recovers(followed, follow_url):
+    engine = followed.dialect.engine
+    catch_up(followed)
+    workload.Workload(engine, seed=3).run(2_000)
+    with engine.connect() as conn:
+        conn.execute(text("FLUSH BINARY LOGS"))
+        newest = conn.execute(text("SHOW MASTER STATUS")).one()[0]
+        for session in conn.execute(text("SELECT id FROM information_schema.processlist "
+                                         "WHERE command LIKE 'Binlog Dump%'")).scalars():
+            conn.execute(text(f"KILL {int(session)}"))  # a log file a replica still reads is not purged
+        procs.wait_until(lambda: conn.execute(text(f"PURGE BINARY LOGS TO '{newest}'")) is not None and [
+            f for f, *_ in conn.execute(text("SHOW BINARY LOGS"))] == [newest], "the binary log purged")
+    gone = run_cli(follow_url, "follow", "--once", **FOLLOW)
+    assert gone.returncode == 1, gone.stderr
+    assert "is gone from the server" in gone.stderr and "summarizer follow --resync" in gone.stderr
+    assert followed.follow_status().error is not None
+    resynced = run_cli(follow_url, "follow", "--resync", "--once", **FOLLOW)
+    assert resynced.returncode == 0, resynced.stderr
+    assert followed.follow_status().error is None
+    assert_exact(followed)
+
+
+def test_the_handover_is_exact_while_writers_write_and_a_follower_runs(followed, follow_url, tmp_path):
+    """A full refresh (a real process, as cron runs it) while writers change the raw table and a follower
+    process applies batches: the refresh waits for the run lock between two batches (no exit 75), reads
+    tier 1 in a snapshot without blocking the writers, and the follower resumes from that snapshot exactly."""
+    engine = followed.dialect.engine
+    stop, during = threading.Event(), []
+    work = workload.Workload(engine, seed=9)
+
+    def write() -> None:
+        while not stop.is_set():
+            work.run(work.raw_changes + 200, rate=3_000)
+            during.append(work.raw_changes)
+    writer = threading.Thread(target=write)
+    follower = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW)
+    writer.start()
+    try:
+        follower.wait_for_line("following from")
+        time.sleep(0.5)
+        before = len(during)
+        refreshed = run_cli(follow_url, "refresh", **FOLLOW)
+        written_meanwhile = len(during) - before
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert written_meanwhile > 0, "the writers did not write during the refresh"
+    follower.wait_for_line("a full refresh handed position .* over")
+    time.sleep(1.0)
+    follower.signal(signal.SIGTERM)
+    assert follower.finish(timeout=60) == 0, follower.stderr
+    catch_up(followed)
+    assert_exact(followed)
+
+
+def test_a_database_restart_is_retried(followed, follow_url, follow_server, tmp_path):
+    """The server goes away for a few seconds under a running follower: it reconnects and goes on, exactly."""
+    engine = followed.dialect.engine
+    follower = procs.start(follow_url, "follow", cwd=tmp_path, **FOLLOW)
+    try:
+        follower.wait_for_line("following from")
+        workload.Workload(engine, seed=11).run(3_000)
+        follow_server.restart(down=3.0)
+        engine.dispose()
+        workload.Workload(engine, seed=12).run(3_000)
+        follower.wait_for_line("transient error")
+        time.sleep(2.0)
+    finally:
+        follower.signal(signal.SIGTERM)
+        code = follower.finish(timeout=90)
+    assert code == 0, follower.stderr
+    catch_up(followed)
+    assert_exact(followed)
+
+
+def test_the_api_answers_new_numbers_after_a_change_without_a_batch_run(followed):
+    engine = followed.dialect.engine
+    http = Http(create_app(followed))
+    cached = warm(http)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE financials SET value = value + 1000 WHERE month = '2024-02-01' AND id % 5 = 0"))
+    catch_up(followed)
+    runs = followed.runs.latest(50)
+    assert_answer_is_the_tier(http, followed, workload.MONTHS[:4], cached)
+    assert followed.runs.latest(50) == runs, "a batch run was recorded: the follower must not need one"
+
+
+def test_a_schema_change_of_a_source_table_stops_following(followed, follow_url):
+    engine = followed.dialect.engine
+    with engine.begin() as conn:  # an index is no schema change (init --source-indexes adds one online)
+        conn.execute(text("ALTER TABLE financials ADD INDEX ix_probe (metric)"))
+        conn.execute(text("INSERT INTO financials (asin, marketplace, month, metric, value) "
+                          "VALUES ('B00001', 'US', '2024-01-01', 'revenue', 1.5)"))
+    assert catch_up(followed) >= 1
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE financials ADD COLUMN note VARCHAR(10)"))
+    stopped = run_cli(follow_url, "follow", "--once", **FOLLOW)
+    assert stopped.returncode == 1
+    assert "the source table financials was changed by DDL" in stopped.stderr, stopped.stderr
+    assert "--resync" in stopped.stderr
+
+
+def test_incremental_refreshes_are_refused_while_following(followed, follow_url):
+    before = tiers_of(followed)
+    refused = invoke(follow_url, "refresh", "--months", "2024-01", **FOLLOW)
+    assert refused.returncode == 2
+    assert "refused while following is set up" in refused.stderr and "follow --resync" in refused.stderr
+    assert tiers_of(followed) == before
+
+
+def test_status_metrics_and_the_operations_page_show_the_follower(followed, follow_url):
+    with followed.dialect.engine.begin() as conn:
+        conn.execute(text("DELETE FROM financials WHERE month = '2024-03-01'"))
+    catch_up(followed)
+    shown = invoke(follow_url, "status", "--json", **FOLLOW)
+    assert shown.returncode == 0, shown.stderr
+    follow = json.loads(shown.stdout)["follow"]
+    assert follow["position"].startswith("binlog.") and follow["changes"] > 0 and follow["error"] is None
+    assert follow["lag_seconds"] is not None and follow["rate"] is not None
+    text_status = invoke(follow_url, "status", **FOLLOW)
+    assert "follow: at binlog." in text_status.stdout
+    http = Http(create_app(followed))
+    metrics = http.get("/metrics").text
+    assert f"summarizer_follow_changes_total {float(follow['changes'])}" in metrics
+    assert "summarizer_follow_lag_seconds " in metrics and "summarizer_follow_error 0.0" in metrics
+    health = http.get("/api/health").json()["data"]
+    assert health["follow"]["position"] == follow["position"]
+
+
+def test_check_names_what_the_shared_server_lacks(mysql_url, tmp_path):
+    """The shared test server has no binary log: --check and init say so, and init creates nothing."""
+    with make_app(mysql_url, tmp_path).dialect.engine.connect() as conn:
+        if conn.execute(text("SELECT @@log_bin")).scalar():
+            pytest.skip("the shared server has its binary log on")
+    checked = invoke(mysql_url, "follow", "--check", **FOLLOW)
+    assert checked.returncode == 1
+    assert "log_bin is 0, following needs 1" in checked.stderr and "binlog_format" in checked.stderr
+    init = invoke(mysql_url, "init", **FOLLOW)
+    assert init.returncode == 1 and "Nothing was created" in init.stderr
+    app = make_app(mysql_url, tmp_path)
+    with app.dialect.engine.connect() as conn:
+        assert conn.execute(text("SHOW TABLES")).all() == []
+    app.close()
