@@ -5,7 +5,8 @@ that setting. Everything else runs on :func:`tests.servers.postgres`, one cluste
 one database per test, whose source tables live in schema ``shop`` (reached through the session's
 search_path), beside a ``public.financials`` and a tier-like table the stream must never report.
 Expected changes are written out by hand; the handover test checks the snapshot and the stream
-against the table's own count and sum at the end.
+against the table's own count and sum at the end. The last test runs the stream's benchmark
+(benchmarks/followpg.py) at a tiny size, so that it cannot rot; its figures are not asserted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from benchmarks import followpg
 from summarizer.config import load_config
 from summarizer.dialects import PostgresDialect
 from summarizer.follow.pgoutput import lsn_value
@@ -33,6 +35,8 @@ from summarizer.follow.stream import Op, SchemaChanged, StreamGone, Transaction
 from summarizer.model import source_from_config
 
 from . import servers
+
+pytestmark = pytest.mark.slow  # a server of the module's own
 
 SOURCE_DDL = [
     "CREATE SCHEMA shop",
@@ -409,3 +413,18 @@ def test_problems_on_a_server_without_logical_decoding_name_wal_level(postgres_u
     assert found[0] == ("wal_level is replica: following reads logical decoding, which needs wal_level = logical; as a "
                         "superuser run ALTER SYSTEM SET wal_level = logical (or set wal_level = logical in "
                         "postgresql.conf) and restart PostgreSQL (it takes effect only at a restart)")
+
+
+def test_the_benchmark_runs_end_to_end(cluster: servers.Server) -> None:
+    name = f"summarizer_b_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(cluster.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        report = followpg.run(str(cluster.url.set(database=name)), [300], rate=50, seconds=0.5)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))  # the benchmark dropped its slots
+        admin.dispose()
+    assert report["decode"][0]["changes"] == 300 and report["lag"]["transactions"] > 0
+    assert len(followpg.render(report).splitlines()) == 3

@@ -30,11 +30,12 @@ from sqlalchemy.exc import DBAPIError
 from .pgoutput import lsn_text
 
 PG_EPOCH_UNIX = 946_684_800  # 2000-01-01 UTC, where PostgreSQL counts its clock from
+STREAMING = "START_REPLICATION (streaming)"  # what a streaming error names as its statement
 FEEDBACK_EVERY = 10.0  # seconds between status updates: well inside the server's wal_sender_timeout
 # output as the decoders expect it, whatever the server's defaults: ISO dates, UTC timestamps
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3"
 
-_XLOG_HEAD = struct.Struct("!QQq")   # after 'w': start of the data, end of WAL on the server, send time
+_XLOG_END = struct.Struct("!Q")      # 'w', start of the data, *end of WAL on the server*, send time, the message
 _KEEPALIVE = struct.Struct("!Qq?")   # after 'k': end of WAL, send time, reply requested
 _STATUS = struct.Struct("!cQQQq?")   # 'r', written, flushed, applied, client time, reply requested
 
@@ -90,39 +91,43 @@ class SlotStream:
         deadline = time.monotonic() + timeout
         pgconn = self.conn.pgconn
         while True:
-            with database_errors("START_REPLICATION (streaming)"):
+            try:  # the hot path: one frame per change, so no context manager here
                 size, frame = pgconn.get_copy_data(1)
+            except psycopg.Error as exc:
+                raise wrap(exc, STREAMING) from exc
             if size > 0:
-                message = self._frame(frame)
-                if message is not None:
-                    return message
+                if frame[0] == 0x77:  # 'w': XLogData
+                    end = _XLOG_END.unpack_from(frame, 9)[0]
+                    if end > self.server_end:
+                        self.server_end = end
+                    return bytes(frame[25:])
+                self._keepalive(frame)
                 continue
             if size == -1:
                 self._ended()
-            if time.monotonic() - self._last_status >= FEEDBACK_EVERY:
-                self._send_status()
-            left = deadline - time.monotonic()
-            if left <= 0:
+            self._wait(deadline)
+            if time.monotonic() >= deadline:
                 return None
-            if self._selector.select(min(left, FEEDBACK_EVERY)):
-                with database_errors("START_REPLICATION (streaming)"):
-                    pgconn.consume_input()
+
+    def _wait(self, deadline: float) -> None:
+        """Until the socket has data or ``deadline`` passed, sending a status update when one is due."""
+        if time.monotonic() - self._last_status >= FEEDBACK_EVERY:
+            self._send_status()
+        left = deadline - time.monotonic()
+        if left > 0 and self._selector.select(min(left, FEEDBACK_EVERY)):
+            with database_errors(STREAMING):
+                self.conn.pgconn.consume_input()
 
     def close(self) -> None:
         self._selector.close()
         self.conn.close()
 
-    def _frame(self, frame: memoryview | bytes) -> bytes | None:
-        if frame[0] == 0x77:  # 'w'
-            _start, end, _sent = _XLOG_HEAD.unpack_from(frame, 1)
-            self.server_end = max(self.server_end, end)
-            return bytes(frame[25:])
+    def _keepalive(self, frame: memoryview | bytes) -> None:
         if frame[0] == 0x6B:  # 'k'
             end, _sent, reply = _KEEPALIVE.unpack_from(frame, 1)
             self.server_end = max(self.server_end, end)
             if reply:
                 self._send_status()
-        return None
 
     def _send_status(self) -> None:
         now = int((time.time() - PG_EPOCH_UNIX) * 1_000_000)
@@ -135,7 +140,7 @@ class SlotStream:
     def _ended(self) -> None:
         """The server ended the stream (the slot dropped, a shutdown): raise what it said."""
         result = self.conn.pgconn.get_result()
-        statement = "START_REPLICATION (streaming)"
+        statement = STREAMING
         if result is not None and result.error_message:
             raise wrap(pg_errors.error_from_result(result, encoding=self.conn.info.encoding), statement)
         raise wrap(psycopg.OperationalError("the server ended the replication stream"), statement)
