@@ -12,6 +12,8 @@ against the table's own count and sum at the end. The last test runs the stream'
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -254,6 +256,72 @@ def confirmed_active(engine: Engine) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(text("SELECT bool_or(active) FROM pg_replication_slots "
                                       "WHERE database = current_database()")).scalar())
+
+
+READER = """
+import sys
+from pathlib import Path
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+from summarizer.config import load_config
+from summarizer.follow.pgslot import PgSlotStream
+from summarizer.model import source_from_config
+stream = PgSlotStream(create_engine(sys.argv[1], poolclass=NullPool),
+                      source_from_config(load_config(Path("/nonexistent.ini"), environ={})))
+since = sys.argv[2]
+while True:  # as a follower would: each position read is stored before the next read starts from it
+    for transaction in stream.read(since, max_changes=1, wait=30):
+        since = transaction.position
+        print(since, flush=True)
+"""
+
+
+def test_a_reader_killed_with_sigkill_is_replaced_without_loss_or_duplicate(stream: PgSlotStream, engine: Engine,
+                                                                           source_url: URL) -> None:
+    start = stream.current_position()
+    stream.close()
+    url = source_url.render_as_string(hide_password=False)
+    printed: list[str] = []
+    written: list[str] = []
+    done = threading.Event()
+
+    def writer() -> None:  # commits go on while the reader is killed
+        while not done.is_set() and len(written) < 2000:
+            written.append(f"K{len(written):04d}")
+            insert_rows(engine, written[-1])
+
+    with subprocess.Popen([sys.executable, "-c", READER, url, start], stdout=subprocess.PIPE, text=True) as child:
+        pump = threading.Thread(target=lambda: printed.extend(line.strip() for line in child.stdout or ()))
+        pump.start()
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            wait_until(lambda: len(printed) >= 40, timeout=30)
+        finally:
+            child.kill()  # SIGKILL, mid-stream: its WAL sender learns of it only from the closed socket
+            child.wait()
+            pump.join()
+            done.set()
+            thread.join()
+    successor = new_stream(engine)
+    rest = drain(successor, printed[-1])  # at once: the slot may still look taken for a moment
+    successor.close()
+    assert len(printed) < len(written) and [a for [a] in asins(rest)] == written[len(printed):]
+
+
+def test_a_slot_another_reader_holds_is_waited_for_then_refused(stream: PgSlotStream, engine: Engine) -> None:
+    start = stream.current_position()
+    run(engine, "INSERT INTO products VALUES ('P1', 1)")
+    position = drain(stream, start)[-1].position  # this reader keeps the slot
+    second = new_stream(engine)
+    second.busy_seconds = 0.5
+    with pytest.raises(DBAPIError, match="is active for PID"):
+        drain(second, position)
+    second.busy_seconds = 10.0
+    threading.Timer(0.5, stream.close).start()  # the first one lets go while the second waits
+    run(engine, "INSERT INTO products VALUES ('P2', 2)")
+    assert asins(drain(second, position)) == [["P2"]]
+    second.close()
 
 
 def test_a_snapshot_and_the_changes_after_its_position_make_the_final_table(stream: PgSlotStream,

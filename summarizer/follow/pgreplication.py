@@ -74,8 +74,12 @@ class SlotStream:
         self._last_status = 0.0
         self.conn = connect(connect_args)
         statement = f'START_REPLICATION SLOT "{slot}" LOGICAL {lsn_text(start)} ({options})'
-        with database_errors(statement):
-            self.conn.execute(statement)
+        try:
+            with database_errors(statement):
+                self.conn.execute(statement)
+        except BaseException:
+            self.conn.close()
+            raise
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.conn.pgconn.socket, selectors.EVENT_READ)
         self._send_status()

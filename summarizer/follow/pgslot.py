@@ -46,6 +46,8 @@ from .stream import SchemaChanged, StreamGone, Transaction
 log = logging.getLogger(__name__)
 
 PLUGIN = "pgoutput"
+SLOT_BUSY_SECONDS = 10.0  # how long a slot held by another process is waited for
+OBJECT_IN_USE = "55006"  # "replication slot ... is active for PID ..."
 HEARTBEAT_BYTES = 16 * 2**20  # one WAL segment: how far other tables' WAL may run ahead before an idle read says so
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _SNAPSHOT = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
@@ -77,6 +79,7 @@ class PgSlotStream:
                 raise ValueError(f"{what} {name!r}: lower-case letters, digits and _, at most 54 characters")
         self.engine, self.publication, self.slot_prefix = engine, publication, slot_prefix
         self.heartbeat_bytes = heartbeat_bytes
+        self.busy_seconds = SLOT_BUSY_SECONDS
         self._names = [t.name for t in (source.financials, source.products, source.brands, source.categories)]
         self._ours = f"^{slot_prefix}_[0-9a-f]{{8}}$"
         _, params = engine.dialect.create_connect_args(engine.url)
@@ -194,15 +197,26 @@ class PgSlotStream:
             return session
         self._end_session()
         tables = self._prepare(slot, lsn, columns)
-        options = f"proto_version '1', publication_names '\"{self.publication}\"'"
-        try:
-            stream = SlotStream(self._connect_args, slot, lsn, options)
-        except DBAPIError:
-            with contextlib.suppress(DBAPIError):
-                self._check_slot(slot, lsn)
-            raise
+        stream = self._start(slot, lsn)
         self._session = _Session(slot, lsn, stream, TransactionDecoder(tables, stream.conn))
         return self._session
+
+    def _start(self, slot: str, lsn: int) -> SlotStream:
+        """START_REPLICATION; a slot still held by a reader that just died (its WAL sender has not noticed yet)
+        is waited for a little, and one held longer is another follower's: the server's error then says so."""
+        options = f"proto_version '1', publication_names '\"{self.publication}\"'"
+        patience = time.monotonic() + self.busy_seconds
+        while True:
+            try:
+                return SlotStream(self._connect_args, slot, lsn, options)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == OBJECT_IN_USE and time.monotonic() < patience:
+                    log.info("the replication slot %s is still held by another process; waiting for it", slot)
+                    time.sleep(0.2)
+                    continue
+                with contextlib.suppress(DBAPIError):
+                    self._check_slot(slot, lsn)
+                raise
 
     def _prepare(self, slot: str, lsn: int, columns: str) -> list[pgcatalog.SourceTable]:
         """Check the slot, drop the superseded ones, and check the source tables against the position's columns."""
