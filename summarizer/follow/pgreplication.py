@@ -109,18 +109,19 @@ class SlotStream:
                 continue
             if size == -1:
                 self._ended()
-            self._wait(deadline)
-            if time.monotonic() >= deadline:
+            if not self._wait(deadline):
                 return None
 
-    def _wait(self, deadline: float) -> None:
-        """Until the socket has data or ``deadline`` passed, sending a status update when one is due."""
+    def _wait(self, deadline: float) -> bool:
+        """Wait for input (sending a status update when one is due); False once ``deadline`` passed without any."""
         if time.monotonic() - self._last_status >= FEEDBACK_EVERY:
             self._send_status()
         left = deadline - time.monotonic()
-        if left > 0 and self._selector.select(min(left, FEEDBACK_EVERY)):
+        if self._selector.select(max(0.0, min(left, FEEDBACK_EVERY))):  # a zero timeout still looks at the socket
             with database_errors(STREAMING):
                 self.conn.pgconn.consume_input()
+            return True
+        return left > 0
 
     def close(self) -> None:
         self._selector.close()
