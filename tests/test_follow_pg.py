@@ -496,3 +496,17 @@ def test_the_benchmark_runs_end_to_end(cluster: servers.Server) -> None:
         admin.dispose()
     assert report["decode"][0]["changes"] == 300 and report["lag"]["transactions"] > 0
     assert len(followpg.render(report).splitlines()) == 3
+
+
+def test_problems_name_too_few_slots_and_wal_senders() -> None:
+    with servers.postgres("-c", "wal_level=logical", "-c", "max_replication_slots=1", "-c", "max_wal_senders=0") as own:
+        engine = create_engine(own.url, poolclass=NullPool)
+        found = new_stream(engine).problems()
+        engine.dispose()
+    restart = "and restart PostgreSQL (it takes effect only at a restart)"
+    assert found[:2] == [
+        "max_replication_slots is 1 and 0 slot(s) belong to others: following needs 2 of its own (the one it follows, "
+        f"one for a full refresh's handover); run ALTER SYSTEM SET max_replication_slots = 2 (or set it in "
+        f"postgresql.conf) {restart}",
+        "max_wal_senders is 0 and 0 are in use by others: following streams through a WAL sender of its own; run "
+        f"ALTER SYSTEM SET max_wal_senders = 1 (or set it in postgresql.conf) {restart}"]

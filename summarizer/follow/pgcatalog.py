@@ -28,6 +28,7 @@ from .pgoutput import Column
 SLOTS_NEEDED = 2    # the slot followed, and the one a full refresh creates to hand over from its snapshot
 SENDERS_NEEDED = 1  # the stream, or a full refresh's snapshot export (they never run at once)
 PUBLISH = ("insert", "update", "delete", "truncate")
+APPLICATION_NAME = "summarizer follow"  # the replication connections' name, in pg_stat_replication
 RESTART = "and restart PostgreSQL (it takes effect only at a restart)"
 
 Quote = Callable[[str], str]
@@ -86,7 +87,8 @@ def _settings(conn: Connection, ours: str) -> list[str]:
         "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, "
         "current_setting('max_wal_senders')::int, "
         "(SELECT count(*) FROM pg_replication_slots WHERE NOT (slot_name ~ :ours AND database = current_database())), "
-        "(SELECT count(*) FROM pg_stat_replication)"), {"ours": ours}).one()
+        "(SELECT count(*) FROM pg_stat_replication WHERE application_name IS DISTINCT FROM :name)"),
+        {"ours": ours, "name": APPLICATION_NAME}).one()
     wal_level, slots, senders, other_slots, other_senders = row
     found = []
     if wal_level != "logical":
@@ -100,9 +102,9 @@ def _settings(conn: Connection, ours: str) -> list[str]:
                      f"SYSTEM SET max_replication_slots = {want} (or set it in postgresql.conf) {RESTART}")
     if senders - other_senders < SENDERS_NEEDED:
         want = other_senders + SENDERS_NEEDED
-        found.append(f"max_wal_senders is {senders} and {other_senders} are in use: following streams through a WAL "
-                     f"sender of its own; run ALTER SYSTEM SET max_wal_senders = {want} (or set it in postgresql.conf) "
-                     f"{RESTART}")
+        found.append(f"max_wal_senders is {senders} and {other_senders} are in use by others: following streams "
+                     f"through a WAL sender of its own; run ALTER SYSTEM SET max_wal_senders = {want} (or set it in "
+                     f"postgresql.conf) {RESTART}")
     return found
 
 
@@ -122,9 +124,9 @@ def _table_setup(conn: Connection, tables: Sequence[SourceTable], publication: s
 def _setup(conn: Connection, tables: Sequence[SourceTable], publication: str,
            quote: Quote) -> list[Step]:
     """(what is missing, the statements that provide it); replica identities first, the publication after."""
-    steps = [(f"{t.qualified(quote)} has REPLICA IDENTITY {_IDENTITIES.get(t.replica_identity, '?')}, so an update "
-              f"or delete would reach the follower without the whole old row; summarizer does not alter your tables "
-              f"itself (every update and delete then writes the whole old row to the WAL): as the table's owner run",
+    steps = [(f"{t.qualified(quote)} has REPLICA IDENTITY {_IDENTITIES.get(t.replica_identity, '?')}, so its updates "
+              f"and deletes would reach the follower without the whole old row (with FULL each of them also writes "
+              f"the old row to the WAL); summarizer does not alter your tables itself: as the table's owner run",
               [f"ALTER TABLE {t.qualified(quote)} REPLICA IDENTITY FULL"])
              for t in tables if t.replica_identity != "f"]
     return steps + _publication(conn, tables, publication, quote)

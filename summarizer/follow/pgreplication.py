@@ -27,6 +27,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import DBAPIError
 
+from .pgcatalog import APPLICATION_NAME
 from .pgoutput import lsn_text
 
 PG_EPOCH_UNIX = 946_684_800  # 2000-01-01 UTC, where PostgreSQL counts its clock from
@@ -58,7 +59,7 @@ def database_errors(statement: str) -> Iterator[None]:
 
 def connect(connect_args: Mapping[str, Any]) -> psycopg.Connection[Any]:
     """A replication connection with the session options the decoders rely on."""
-    args = dict(connect_args)
+    args = {"application_name": APPLICATION_NAME, **connect_args}
     args["options"] = f"{SESSION_OPTIONS} {args.get('options', '')}".strip()
     with database_errors("connect (replication=database)"):
         return psycopg.connect(**args, replication="database", autocommit=True)
