@@ -457,6 +457,36 @@ def test_problems_name_the_replica_identity_and_the_publication_until_prepared(e
                                  "ALTER PUBLICATION summarizer_follow ADD TABLE shop.brands"]
 
 
+def test_a_partitioned_raw_table_is_followed_under_its_own_name(engine: Engine) -> None:
+    run(engine, "DROP TABLE financials",
+        "CREATE TABLE financials (id bigint, asin varchar(16), marketplace varchar(8), month date, metric varchar(32), "
+        "value numeric(40,10)) PARTITION BY RANGE (month)",
+        "CREATE TABLE financials_2024_01 PARTITION OF financials FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')",
+        "CREATE TABLE financials_2024_02 PARTITION OF financials FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')")
+    stream = new_stream(engine)
+    assert stream.setup_statements() == [
+        *(f"ALTER TABLE shop.{t} REPLICA IDENTITY FULL" for t in ("financials", "financials_2024_01",
+                                                                  "financials_2024_02")),
+        *(f"ALTER TABLE shop.{t} REPLICA IDENTITY FULL" for t in ("products", "brands", "categories")),
+        "CREATE PUBLICATION summarizer_follow FOR TABLE shop.financials, shop.products, shop.brands, shop.categories "
+        "WITH (publish_via_partition_root = true)"]
+    stream.prepare_source()
+    assert stream.problems() == []
+    start = stream.current_position()
+    run(engine, "INSERT INTO financials VALUES (1, 'A', 'US', '2024-01-01', 'revenue', 1.5)")
+    run(engine, "UPDATE financials SET month = '2024-02-01' WHERE id = 1")  # to the other partition
+    january, february = row(1, "A", "US", "2024-01-01", "revenue", Decimal("1.5")), \
+        row(1, "A", "US", "2024-02-01", "revenue", Decimal("1.5"))
+    assert changes(drain(stream, start)) == [[("financials", Op.INSERT, None, january)],
+                                             [("financials", Op.DELETE, january, None),
+                                              ("financials", Op.INSERT, None, february)]]
+    stream.close()
+    run(engine, "CREATE TABLE financials_2024_03 PARTITION OF financials FOR VALUES FROM ('2024-03-01') "
+                "TO ('2024-04-01')")
+    with pytest.raises(SchemaChanged, match="shop.financials_2024_03 has no REPLICA IDENTITY FULL"):
+        drain(new_stream(engine), start)
+
+
 def test_problems_name_a_missing_replication_attribute(stream: PgSlotStream, engine: Engine) -> None:
     user = f"u_{uuid.uuid4().hex[:8]}"
     run(engine, f"CREATE ROLE {user} LOGIN", f"GRANT USAGE ON SCHEMA shop TO {user}",

@@ -33,6 +33,7 @@ RESTART = "and restart PostgreSQL (it takes effect only at a restart)"
 
 Quote = Callable[[str], str]
 Step = tuple[str, list[str]]  # what is missing, and the statements that provide it
+Partition = tuple[str, str, str]  # schema, name, replica identity
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,16 @@ class SourceTable:
     name: str
     replica_identity: str  # 'd' default, 'n' nothing, 'f' full, 'i' index
     columns: tuple[Column, ...]
+    partitions: tuple[Partition, ...] = ()  # a partitioned table's leaves, which hold its rows and write its WAL
 
     def qualified(self, quote: Quote) -> str:
         return f"{quote(self.schema)}.{quote(self.name)}"
+
+    def not_full(self, quote: Quote) -> list[str]:
+        """The table and partitions (qualified) whose updates and deletes would not carry the whole old row."""
+        return [f"{quote(schema)}.{quote(name)}" for schema, name, identity in
+                ((self.schema, self.name, self.replica_identity), *self.partitions) if identity != "f"]
+
 
 
 def source_tables(conn: Connection, names: Sequence[str]) -> tuple[list[SourceTable], list[str]]:
@@ -55,7 +63,7 @@ def source_tables(conn: Connection, names: Sequence[str]) -> tuple[list[SourceTa
     found, missing = [], []
     for configured in names:
         row = conn.execute(text(
-            "SELECT c.oid, n.nspname, c.relname, c.relreplident FROM pg_class c "
+            "SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(quote_ident(:name))"),
             {"name": configured}).one_or_none()
         if row is None:
@@ -64,8 +72,13 @@ def source_tables(conn: Connection, names: Sequence[str]) -> tuple[list[SourceTa
         columns = conn.execute(text(
             "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = :oid AND attnum > 0 "
             "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"), {"oid": row[0]}).all()
+        leaves = conn.execute(text(
+            "SELECT n.nspname, c.relname, c.relreplident FROM pg_partition_tree(:oid) t JOIN pg_class c ON "
+            "c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf ORDER BY 1, 2"),
+            {"oid": row[0]}).all() if row[4] == "p" else []
         found.append(SourceTable(configured, int(row[0]), str(row[1]), str(row[2]), str(row[3]),
-                                 tuple(Column(str(n), int(t), int(m)) for n, t, m in columns)))
+                                 tuple(Column(str(n), int(t), int(m)) for n, t, m in columns),
+                                 tuple((str(s), str(n), str(i)) for s, n, i in leaves)))
     return found, missing
 
 
@@ -124,11 +137,11 @@ def _table_setup(conn: Connection, tables: Sequence[SourceTable], publication: s
 def _setup(conn: Connection, tables: Sequence[SourceTable], publication: str,
            quote: Quote) -> list[Step]:
     """(what is missing, the statements that provide it); replica identities first, the publication after."""
-    steps = [(f"{t.qualified(quote)} has REPLICA IDENTITY {_IDENTITIES.get(t.replica_identity, '?')}, so its updates "
-              f"and deletes would reach the follower without the whole old row (with FULL each of them also writes "
-              f"the old row to the WAL); summarizer does not alter your tables itself: as the table's owner run",
-              [f"ALTER TABLE {t.qualified(quote)} REPLICA IDENTITY FULL"])
-             for t in tables if t.replica_identity != "f"]
+    steps = [(f"{name} has no REPLICA IDENTITY FULL, so its updates and deletes would reach the follower without "
+              f"the whole old row (with FULL each of them also writes the old row to the WAL; a partition needs it "
+              f"as well as its table); summarizer does not alter your tables itself: as the table's owner run",
+              [f"ALTER TABLE {name} REPLICA IDENTITY FULL"])
+             for t in tables for name in t.not_full(quote)]
     return steps + _publication(conn, tables, publication, quote)
 
 
@@ -137,19 +150,25 @@ _IDENTITIES = {"d": "DEFAULT", "n": "NOTHING", "i": "USING INDEX", "f": "FULL"}
 
 def _publication(conn: Connection, tables: Sequence[SourceTable], name: str, quote: Quote) -> list[Step]:
     pub = quote(name)
-    flags = conn.execute(text("SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication "
+    flags = conn.execute(text("SELECT pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication "
                               "WHERE pubname = :name"), {"name": name}).one_or_none()
+    partitioned = any(t.partitions for t in tables)
     if flags is None:
         if not tables:
             return []
         listed = ", ".join(t.qualified(quote) for t in tables)
+        via_root = " WITH (publish_via_partition_root = true)" if partitioned else ""
         return [(f"there is no publication {name} naming the tables the follower reads: as their owner (after any "
-                 f"REPLICA IDENTITY statement above) run", [f"CREATE PUBLICATION {pub} FOR TABLE {listed}"])]
+                 f"REPLICA IDENTITY statement above) run", [f"CREATE PUBLICATION {pub} FOR TABLE {listed}{via_root}"])]
     steps = []
-    unpublished = [op for op, on in zip(PUBLISH, flags, strict=True) if not on]
+    unpublished = [op for op, on in zip(PUBLISH, flags[:4], strict=True) if not on]
     if unpublished:
         steps.append((f"publication {name} does not publish {', '.join(unpublished)}: run",
                       [f"ALTER PUBLICATION {pub} SET (publish = '{', '.join(PUBLISH)}')"]))
+    if partitioned and not flags[4]:  # else each partition's changes come under the partition's name
+        steps.append((f"publication {name} sends a partitioned table's changes under its partitions' names: run",
+                      [f"ALTER PUBLICATION {pub} SET (publish_via_partition_root = true)"]))
+        tables = [t for t in tables if not t.partitions]  # listed by partition until then
     published = _published(conn, name)
     for t in tables:
         where = published.get((t.schema, t.name))

@@ -230,10 +230,11 @@ class PgSlotStream:
         if changed:
             raise SchemaChanged(f"the columns of source table {', '.join(changed)} changed after the stored position "
                                 f"{lsn_text(lsn)}: the tiers must be rebuilt (summarizer follow --resync)")
-        not_full = [t.configured for t in tables if t.replica_identity != "f"]
+        not_full = [name for t in tables for name in t.not_full(self._quote)]
         if not_full:
-            raise SchemaChanged(f"source table {', '.join(not_full)} no longer has REPLICA IDENTITY FULL, so its "
-                                f"updates and deletes would come without the whole old row")
+            raise SchemaChanged(f"{', '.join(not_full)} has no REPLICA IDENTITY FULL (a new partition?), so its "
+                                f"updates and deletes would come without the whole old row: run ALTER TABLE ... "
+                                f"REPLICA IDENTITY FULL on it, as summarizer follow --check says")
         return tables
 
     def _fingerprint(self, conn: Connection) -> str:
