@@ -419,6 +419,15 @@ def test_a_changed_source_table_is_schema_changed_also_after_a_restart(stream: P
         drain(new_stream(engine), got[-1].position)  # after it the stream shows only the new columns
 
 
+def test_a_renamed_source_table_is_schema_changed(stream: PgSlotStream, engine: Engine) -> None:
+    start = stream.current_position()
+    run(engine, "INSERT INTO products VALUES ('P1', 1)")
+    first = drain(stream, start)
+    run(engine, "ALTER TABLE products RENAME TO items", "INSERT INTO items VALUES ('P2', 2)")
+    with pytest.raises(SchemaChanged, match="products was renamed to shop.items"):
+        drain(stream, first[-1].position)
+
+
 def test_a_truncated_source_table_cannot_be_followed_row_by_row(stream: PgSlotStream, engine: Engine) -> None:
     start = stream.current_position()
     run(engine, "TRUNCATE financials_summary")  # not a source table: nothing to say

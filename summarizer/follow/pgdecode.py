@@ -68,6 +68,7 @@ class TransactionDecoder:
 
     def __init__(self, tables: Sequence[SourceTable], context: AdaptContext | None = None) -> None:
         self._expected = {(t.schema, t.name): t for t in tables}
+        self._by_oid = {t.oid: t for t in tables}
         self._context = context
         self._tables: dict[int, _Table | None] = {}  # relation OID -> the source table, None: not one of ours
         self._changes: list[RowChange] = []
@@ -99,6 +100,10 @@ class TransactionDecoder:
     def _describe(self, relation: Relation) -> _Table | None:
         table = self._expected.get((relation.schema, relation.name))
         if table is None:
+            renamed = self._by_oid.get(relation.oid)
+            if renamed is not None:  # its changes would otherwise pass unnoticed under the new name
+                raise SchemaChanged(f"source table {renamed.configured} was renamed to "
+                                    f"{relation.schema}.{relation.name} under the follower")
             return None
         if relation.columns != table.columns:
             raise SchemaChanged(f"the columns of source table {table.configured} changed under the follower: "
