@@ -42,7 +42,10 @@ class RowChange:
 
 @dataclass(frozen=True)
 class Transaction:
-    """One committed transaction's changes to the source tables, in the order they were made."""
+    """One committed transaction's changes to the source tables, in the order they were made.
+
+    ``changes`` may be empty: the stream moved past changes to other tables only. Store its position
+    like any other (a PostgreSQL slot keeps the server's WAL until a position after it is stored)."""
 
     changes: Sequence[RowChange]
     position: str  # the stream position just after this transaction: where to resume
@@ -50,7 +53,8 @@ class Transaction:
 
 
 class StreamGone(Exception):
-    """The stored position can no longer be read (binary log purged, slot dropped): resync needed."""
+    """The stored position can no longer be read (binary log purged, slot dropped), or the stream met a change
+    it cannot turn into row changes (a TRUNCATE of a source table): resync needed."""
 
 
 class SchemaChanged(Exception):
@@ -69,7 +73,8 @@ class ChangeStream(Protocol):
     def read(self, since: str, *, max_changes: int, wait: float) -> Iterator[Transaction]:
         """Committed transactions after ``since``, oldest first, until about ``max_changes`` row changes
         were yielded or nothing new arrived for ``wait`` seconds. Raises :class:`StreamGone` when
-        ``since`` is no longer available."""
+        ``since`` is no longer available. ``since`` must be a position the follower has committed:
+        the stream may let the server release what lies at or before it."""
 
     def snapshot_position(self, conn: Connection) -> str:
         """Start ``conn``'s transaction on a consistent snapshot (before it reads anything) and return the
