@@ -365,7 +365,8 @@ def test_a_snapshot_and_the_changes_after_its_position_make_the_final_table(stre
         for change in transaction.changes:
             for image, sign in ((change.before, -1), (change.after, 1)):
                 if image is not None:
-                    count, total = count + sign, total + sign * image["value"]
+                    value: Any = image["value"]
+                    count, total = count + sign, total + sign * value
     with engine.connect() as conn:
         final = conn.execute(text("SELECT count(*), sum(value) FROM financials")).one()
         assert slots(conn, engine.url.database or "") == [position.split("@")[0]]  # the old slot is dropped
