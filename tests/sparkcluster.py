@@ -3,11 +3,11 @@
 pyspark's wheel (4.x) ships ``bin/`` and ``sbin/`` but not ``sbin/start-master.sh`` or
 ``sbin/start-worker.sh``. Each daemon is started instead with the installation's own launcher,
 ``bin/spark-class org.apache.spark.deploy.master.Master`` (``...deploy.worker.Worker``), as a child
-process whose PID we hold. spark-class execs the JVM, so that PID is the JVM's. Stopping sends
-SIGTERM to that PID and waits; a worker kills its executors as it stops, and anything left in a
-daemon's own process group (an executor JVM) then gets SIGKILL to that group, whose id is the PID we
-started. :func:`standalone` is a context manager that stops everything on the way out, whatever
-happened inside::
+process whose PID we hold; spark-class execs the JVM, so that PID is the JVM's. Stopping sends
+SIGTERM to that PID and waits (a worker kills its executors as it stops); then anything still in the
+daemon's own process group (an executor JVM), whose id is that PID, gets SIGKILL before the daemon is
+reaped, so the id cannot have been reused. :func:`standalone` is a context manager that stops
+everything on the way out, whatever happened inside::
 
     with sparkcluster.standalone(workers=2) as cluster:
         cluster.master_url          # spark://127.0.0.1:PORT
@@ -15,8 +15,9 @@ happened inside::
         cluster.worker_status(0)    # worker 0's /json/: the executors it runs
 
 Every port is a free loopback port of its own (the master's REST submission server, on a fixed
-port by default, is switched off). The daemons run with small heaps (``SPARK_DAEMON_MEMORY``) and
-each worker offers ``cores`` and ``memory`` to applications. The machine's JDBC jars reach the
+port by default, is switched off). The daemons run with small heaps (``SPARK_DAEMON_MEMORY``) and the
+quick JIT compiler only (``QUICK_JVM``, which halved the CPU the test module used); each worker
+offers ``cores`` and ``memory`` to applications. The machine's JDBC jars reach the
 executors the way a real cluster gets them: the driver ships them (``spark.jars``). Parquet paths
 are local paths, valid on the workers because they run on this machine.
 
@@ -98,16 +99,27 @@ class Daemon:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        """SIGTERM to the PID, wait; then SIGKILL to what is left in its process group (its executors)."""
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """SIGTERM to the PID (SIGKILL if it has not exited in time); then, while its exited JVM is not yet
+        reaped (so neither its PID nor its process group id can be reused), SIGKILL to what is left in its
+        process group: the executors of a worker that died before it could stop them."""
+        pid = self.process.pid
+        if self.process.returncode is None:  # not reaped yet (os.kill: Popen.send_signal would reap it first)
+            os.kill(pid, signal.SIGTERM)
+            if not self._exited(STOP_TIMEOUT):
+                os.kill(pid, signal.SIGKILL)
+                self._exited(STOP_TIMEOUT)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
+        self.process.wait()
+
+    def _exited(self, timeout: float) -> bool:
+        """Whether the process exited within ``timeout`` seconds, leaving it unreaped."""
+        deadline = time.monotonic() + timeout
+        while os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
 
 class Cluster:
