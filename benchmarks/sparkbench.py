@@ -238,7 +238,7 @@ class Job:
     database: Database
 
     @property
-    def config(self) -> Any:
+    def config(self) -> Config:
         return self.database.app.config
 
     def rules(self) -> engine.Rules:

@@ -54,6 +54,7 @@ def spark(cluster):
     session = (SparkSession.builder.master(cluster.master_url).appName("summarizer-cluster-tests")
                .config("spark.jars", ",".join(sparkcluster.JARS)).config("spark.executor.memory", EXECUTOR_MEMORY)
                .config("spark.executor.extraJavaOptions", sparkcluster.QUICK_JVM)
+               .config("spark.driver.extraJavaOptions", sparkcluster.QUICK_JVM)  # if this module starts the JVM
                .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.ui.enabled", "true")  # the JVM may hold test_spark.py's "false" from its start
                .config("spark.ui.port", str(free_port())).config("spark.ui.showConsoleProgress", "false")
