@@ -163,10 +163,17 @@ class Cluster:
         self._wait(lambda: self.status().get("aliveworkers") == self.worker_count, "the workers")
 
     def stop(self) -> None:
-        """Workers first (each takes its executors down), then the master."""
+        """Workers first (each takes its executors down), then the master; every one of them even if
+        stopping another failed (that error is raised afterwards)."""
+        failed: list[BaseException] = []
         for daemon in [*self.workers, *([self.master] if self.master else [])]:
-            daemon.stop()
+            try:
+                daemon.stop()
+            except Exception as exc:
+                failed.append(exc)
         self.workers, self.master = [], None
+        if failed:
+            raise failed[0]
 
     def _daemon(self, name: str, main: str, *args: str) -> Daemon:
         web_port, log = free_port(), self.root / f"{name}.log"
@@ -206,5 +213,7 @@ def standalone(workers: int = 2, cores: int = 1, memory: str = "1g") -> Iterator
         cluster.start()
         yield cluster
     finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(cluster.root, ignore_errors=True)
