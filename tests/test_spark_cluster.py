@@ -4,8 +4,8 @@ started once for this module by tests/sparkcluster.py; this process is the drive
 On MariaDB and on PostgreSQL, a full and a ``--months`` refresh computed on the cluster, from JDBC and
 from Parquet, give the database engine's tiers row for row and the oracle's exactly. The tasks ran in
 the workers' executors, not in the driver: each worker's own account lists one executor of this
-application, and the driver's count of tasks per executor grows on both during a refresh. A master nobody listens on
-fails the run with one line and a recorded failure, and no live tier changes.
+application, and the driver's count of tasks per executor grows on both during a refresh. A master
+nobody listens on fails the run with one line and a recorded failure, and no live tier changes.
 """
 
 from __future__ import annotations
