@@ -40,7 +40,7 @@ JARS = f"{MARIADB_JAR},/usr/share/java/postgresql.jar"
 SPARK = {"refresh_engine": "spark", "spark_master": MASTER, "spark_shuffle_partitions": "4"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped at the end of this file: test_spark_cluster.py runs another master
 def spark() -> Iterator[Any]:
     pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'summarizer-tiers[spark]'")
     from pyspark.sql import SparkSession

@@ -34,12 +34,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Table, column, table
 from sqlalchemy.engine import URL
@@ -67,6 +69,7 @@ MAX_PRECISION = 38  # Spark's widest DECIMAL
 MASTER_PREFIXES = ("local", "spark://", "yarn", "k8s://", "sc://")
 WRITE_BATCH = 10_000
 RAW_ALIAS, RAW_MONTH = "summarizer_raw", "summarizer_month"  # a date column's raw rows as read, with their month
+PROBE_SECONDS = 5.0  # how long a standalone master has to accept a connection before the run fails
 COLUMNS = {"asin": TIER1_COLUMNS, "brand": TIER2_COLUMNS, "category": TIER3_COLUMNS}
 
 
@@ -475,6 +478,9 @@ def session(config: Config) -> SparkSession:
     from pyspark.sql import SparkSession
 
     master = config.spark.master
+    if master.startswith("spark://") and (unreachable := unreachable_master(master)):
+        raise RefreshFailed(f"spark: no Spark master answers at {master} ({unreachable}): start the cluster, "
+                            "or set [spark] master to one that runs")
     if master.startswith("sc://"):
         spark = SparkSession.builder.remote(master).getOrCreate()
     else:
@@ -490,6 +496,32 @@ def session(config: Config) -> SparkSession:
     if partitions:
         spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     return spark
+
+
+def unreachable_master(master: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why no master of a standalone URL (``spark://host:port``, or ``host1:port1,host2:port2`` with standby
+    masters) accepts a TCP connection; None when one does, or when the URL is Spark's to judge.
+
+    Without this, Spark retries for a minute with a stack trace every 20 s, then stops the context and
+    reports only "Cannot call methods on a stopped SparkContext".
+    """
+    reasons = {}
+    for address in master.removeprefix("spark://").split(","):
+        try:
+            parts = urlsplit(f"//{address}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            return None
+        if not host or port is None:
+            return None  # Spark itself says what is wrong with the URL
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return None
+        except OSError as exc:
+            reasons[address] = exc.strerror or str(exc) or type(exc).__name__
+    if len(reasons) == 1:
+        return next(iter(reasons.values()))
+    return "; ".join(f"{address}: {reason}" for address, reason in reasons.items())
 
 
 def _default_partitions(spark: SparkSession, master: str) -> int | None:
