@@ -1,8 +1,10 @@
 """Benchmark summarizer against the targets of docs/design.md on one database (``measure.py`` does the work).
 
-In one run: the floor (one scan of the raw table), a full refresh and its ratio to the floor, the field
+In one run: the floor (one scan of the raw table), a full refresh and its ratio to the floor, the write floor
+(writing as many rows as the tiers hold, in key order) and the full refresh against both floors, the field
 report's method on the same data, one month's incremental refresh, the dashboard questions from the
-summaries and from the raw tables, and the peak RSS of a refresh process. Prints a table; --json-out
+summaries and from the raw tables, the peak RSS of a refresh process and the disk the tiers take (after a refresh,
+and at the peak during one, shadow tables included). Prints a table; --json-out
 writes every figure as JSON.
 
 It replaces the source tables (financials, products, brands, categories) with synthetic data and adds
@@ -16,7 +18,8 @@ Shapes: `field` (default) is shaped like the data of docs/design.md's background
 (20,000 ASINs, 2,000 brands, 200 categories, 40 raw rows per drawn key); `sparse` is synth's default
 (rows/100 ASINs, one raw row per drawn key), which hardly compresses; `wide` is the field shape as a wide
 table, one row per order line (synth's order_lines: an order_date on any day, three measure columns, the
-third NULL in a tenth of the rows). --asins, --brands, --categories, --skew and --rows-per-key override any.
+third NULL in a tenth of the rows); `tpch` is TPC-H-like (benchmarks/tpch.py: one raw row per part, nation, month
+and metric, tier 1 ~99% of the raw rows). --asins, --brands, --categories, --skew and --rows-per-key override any.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from benchmarks.measure import FIELD_SHAPE, BenchOptions, render, run_bench, write_json
+from benchmarks.tpch import TPCH_SHAPE
 from summarizer.errors import SummarizerError, UsageError
 from summarizer.synth import Shape
 
-SHAPES: dict[str, dict[str, Any]] = {"field": FIELD_SHAPE, "sparse": {}, "wide": {**FIELD_SHAPE, "wide": True}}
+SHAPES: dict[str, dict[str, Any]] = {"field": FIELD_SHAPE, "sparse": {}, "wide": {**FIELD_SHAPE, "wide": True},
+                                     "tpch": TPCH_SHAPE}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,6 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-settle", action="store_true",
                         help="do not wait for the server's background writes (InnoDB dirty pages; PostgreSQL "
                         "CHECKPOINT) before each timed run")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="do not run the hand-written method (slow where the data hardly compresses)")
     parser.add_argument("--json-out", type=Path, default=None, help="write the report as JSON to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args(argv)
@@ -72,7 +79,8 @@ def options(args: argparse.Namespace) -> BenchOptions:
     shape = Shape(rows=args.rows, **{**SHAPES[args.shape], **overrides})
     return BenchOptions(url=url, shape=shape, generate=not args.skip_generate, replace=args.replace,
                         repeat=args.repeat, jobs=args.jobs, summary_queries=args.summary_queries,
-                        raw_queries=args.raw_queries, settle=not args.no_settle)
+                        raw_queries=args.raw_queries, settle=not args.no_settle,
+                        baseline=not args.skip_baseline)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

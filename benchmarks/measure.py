@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -47,21 +48,38 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Date, Index, MetaData, Select, Table, bindparam, case, func, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Date,
+    Index,
+    MetaData,
+    Select,
+    Table,
+    bindparam,
+    case,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable
 
 from summarizer import __version__
 from summarizer.config import load_config
+from summarizer.ddl import ddl, sorted_indexes
 from summarizer.errors import RefreshFailed, UsageError
 from summarizer.facade import Summarizer
-from summarizer.model import Source, covering_index_columns
+from summarizer.model import OLD_SUFFIX, SHADOW_SUFFIX, Source, Tiers, covering_index_columns
 from summarizer.months import add_months, as_date
 from summarizer.runs import Run
 from summarizer.serve.read import CATEGORIES, DASHBOARD, PROFITABILITY, Reader
 from summarizer.synth import WIDE_SETTINGS, Shape, create_source_tables, generate
 
-from .servers import bench_server
+from .servers import BenchServer, bench_server
 
 FULL_MAX_RATIO = 4.0            # full refresh / floor
 MONTH_MAX_SHARE = 1 / 20        # one month / full refresh
@@ -71,6 +89,7 @@ DASHBOARD_MAX_P50_MS = 5.0
 SETTLE_TIMEOUT = 60.0           # longest wait for the server's background writes before a timed run
 FLOOR_SQL = "SELECT COUNT(*), {sums} FROM {financials}"
 FIELD_SHAPE = dict(asins=20_000, brands=2_000, categories=200, rows_per_key=40)  # ~40 raw rows per tier-1 row
+WRITE_FLOOR_SUFFIX = "__wfloor"  # the write floor's copies of the tiers
 
 Echo = Callable[[str], None]
 
@@ -86,6 +105,7 @@ class BenchOptions:
     summary_queries: int = 200  # per dashboard question
     raw_queries: int = 3
     settle: bool = True         # wait for the server's background writes before each timed run
+    baseline: bool = True       # False: skip the hand-written method (slow where the data hardly compresses)
 
     def check(self) -> None:
         if self.repeat < 1 or self.jobs < 1 or self.summary_queries < 1 or self.raw_queries < 1:
@@ -260,7 +280,8 @@ class Bench:
             self.prepare_data()
             self.measure_floor()
             self.measure_full()
-            if not self.options.shape.wide:  # both are about the long financials table
+            self.measure_write_floor()
+            if self.options.baseline and not self.options.shape.wide:  # about the long financials table
                 self.measure_baseline()
             self.measure_month()
             if not self.options.shape.wide:
@@ -368,6 +389,49 @@ class Bench:
         run = results[-1][1]
         return {"seconds": median, "all": [seconds for seconds, _ in results], "jobs": jobs, "plan": run.plan,
                 "steps": run.steps, "ratio_to_floor": _ratio(median, self.report["floor"]["seconds"])}
+
+    # --- 2b. the write floor --------------------------------------------------------------------
+    def measure_write_floor(self) -> None:
+        """Writing as many rows as the tiers hold into empty tables of their shape, in key order: each tier
+        copied (``INSERT INTO copy SELECT ... ORDER BY`` its primary key), then its secondary indexes added
+        as the refresh adds them; best of ``repeat``. Also the disk the tiers take."""
+        live, copies = self.app.schema.live(), self.app.schema.tiers(WRITE_FLOOR_SUFFIX)
+        runs = []
+        try:
+            for _ in range(self.options.repeat):
+                self.settle()
+                runs.append(self._write_copies(live, copies))
+            with self.dialect.engine.connect() as conn:
+                counts = {name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                          for name, t in copies.by_name().items()}
+                tiers_disk = self.server.disk_bytes(conn, [t.name for t in live])
+        finally:
+            self._drop(copies)
+        best = min(runs, key=lambda r: r["seconds"])
+        floor, full = self.report["floor"]["seconds"], self.report["full_refresh"]
+        self.report["write_floor"] = {**best, "all": [r["seconds"] for r in runs], "rows": sum(counts.values()),
+                                      "rows_per_tier": counts, "ratio_to_floor": _ratio(best["seconds"], floor)}
+        full["ratio_to_floors"] = _ratio(full["seconds"], floor + best["seconds"])
+        self.report["disk"] = {"tiers_bytes": tiers_disk}
+        self.echo(f"write floor: {best['seconds']:.3f}s for {sum(counts.values()):,} rows (indexes "
+                  f"{best['index_seconds']:.3f}s); full refresh = {full['ratio_to_floors']:.2f}x (read + write floor)")
+
+    def _write_copies(self, live: Tiers, copies: Tiers) -> dict[str, float]:
+        self._drop(copies)
+        sa_dialect = self.dialect.engine.dialect
+        with self.dialect.engine.connect() as conn:
+            for copy in copies:
+                conn.execute(text(ddl(CreateTable(copy), sa_dialect)))
+            conn.commit()
+            rows_seconds, _ = timed(lambda: _copy_rows(conn, live, copies))
+            index_seconds, _ = timed(lambda: _add_indexes(conn, self.server, copies))
+        return {"seconds": rows_seconds + index_seconds, "rows_seconds": rows_seconds, "index_seconds": index_seconds}
+
+    def _drop(self, tables: Tiers) -> None:
+        with self.dialect.engine.connect() as conn:
+            for table in tables:
+                conn.execute(text(self.dialect.drop_table_if_exists(table.name)))
+            conn.commit()
 
     # --- 3. the hand-written method --------------------------------------------------------------
     def measure_baseline(self) -> None:
@@ -492,11 +556,15 @@ class Bench:
         command = [sys.executable, "-m", "summarizer", "--config", os.devnull, "refresh", "--quiet", "--json",
                    "--jobs", str(self.options.jobs)]
         self.settle()
-        seconds, (code, peak, output) = timed(lambda: run_measuring_rss(command, environ))
+        names = [t.name for suffix in ("", SHADOW_SUFFIX, OLD_SUFFIX) for t in self.app.schema.tiers(suffix)]
+        with DiskSampler(self.options.url, self.server, names) as disk:
+            seconds, (code, peak, output) = timed(lambda: run_measuring_rss(command, environ))
         if code != 0:
             raise RefreshFailed(f"`{' '.join(command[1:])}` exited {code}: {output[-2000:]}")
         self.report["memory"] = {"peak_rss_bytes": peak, "seconds": seconds, "command": " ".join(command[1:])}
-        self.echo(f"peak RSS of a refresh process: {peak / 10**6:.0f} MB")
+        self.report.setdefault("disk", {}).update(peak_during_refresh_bytes=disk.peak, samples=disk.samples)
+        self.echo(f"peak RSS of a refresh process: {peak / 10**6:.0f} MB; peak disk of the tiers during it "
+                  f"(live and shadow): {disk.peak / 2**20:,.0f} MiB")
 
     def final_verify(self) -> None:
         report = self.app.verify()
@@ -506,6 +574,52 @@ class Bench:
 def source_environment(shape: Shape) -> dict[str, str]:
     """The ``[source]`` settings that read the shape's raw table (none for the long financials)."""
     return {f"SUMMARIZER_SOURCE_{key.upper()}": value for key, value in WIDE_SETTINGS.items()} if shape.wide else {}
+
+
+def _copy_rows(conn: Connection, live: Tiers, copies: Tiers) -> None:
+    for tier, copy in zip(live, copies, strict=True):
+        columns = [c.name for c in tier.columns]
+        rows = select(*(tier.c[c] for c in columns)).order_by(*tier.primary_key.columns)
+        conn.execute(insert(copy).from_select(columns, rows))
+        conn.commit()
+
+
+def _add_indexes(conn: Connection, server: BenchServer, tables: Tiers) -> None:
+    for table in tables:
+        for statement in server.add_indexes(table, sorted_indexes(table)):
+            conn.execute(text(statement))
+    conn.commit()
+
+
+class DiskSampler:
+    """The most disk ``tables`` took at once, sampled from a connection of its own while the block runs."""
+
+    def __init__(self, url: URL, server: BenchServer, tables: list[str], interval: float = 0.25) -> None:
+        self.url, self.server, self.tables, self.interval = url, server, tables, interval
+        self.peak, self.samples = 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="disk", daemon=True)
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        from sqlalchemy import create_engine
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                while True:
+                    self.peak = max(self.peak, self.server.disk_bytes(conn, self.tables))
+                    self.samples += 1
+                    if self._stop.wait(self.interval):
+                        break
+        finally:
+            engine.dispose()
 
 
 def _create_all(indexes: list[Index], engine: Engine) -> None:
@@ -616,6 +730,9 @@ def _measures(report: dict[str, Any]) -> list[str]:
              f"{full['ratio_to_floor']:.2f}x floor", "<= 4x", t["full_refresh_ratio_to_floor"]["met"]),
         *([_row(f"full refresh, median of {len(one['all'])}, jobs 1", f"{one['seconds']:.2f}",
                 f"{one['ratio_to_floor']:.2f}x floor")] if one else []),
+        *([_row(f"write floor: {wf['rows']:,} tier rows in key order", f"{wf['seconds']:.3f}",
+                f"full {full['ratio_to_floors']:.2f}x (read + write)")] if (wf := report.get("write_floor")) else []),
+        *([_row("  of which the secondary indexes", f"{wf['index_seconds']:.3f}")] if wf else []),
         *([_row("hand-written method, once", f"{base['seconds']:.2f}", _versus(base["ratio_ours_to_baseline"]))]
           if base else []),
         _row(f"one month ({month['month']}), median of {len(month['all'])}", f"{month['seconds']:.3f}",
@@ -626,6 +743,9 @@ def _measures(report: dict[str, Any]) -> list[str]:
           if (work := month.get("statements_seconds")) else []),
         _row("peak RSS of `summarizer refresh`", f"{report['memory']['peak_rss_bytes'] / 10**6:.0f} MB", "",
              "< 150 MB", t["peak_rss_bytes"]["met"]),
+        *([_row("disk: tiers / peak during a refresh", f"{disk['tiers_bytes'] / 2**20:,.0f} MiB",
+                f"peak {disk['peak_during_refresh_bytes'] / 2**20:,.0f} MiB (live + shadow)")]
+          if (disk := report.get("disk", {})).keys() >= {"tiers_bytes", "peak_during_refresh_bytes"} else []),
     ]
 
 

@@ -57,8 +57,24 @@ def assert_report_shape(report: dict) -> None:
         assert question["rows"] > 0, name
         assert all(is_number(question[k]) for k in ("summary_p50_ms", "summary_p99_ms", "raw_p50_ms", "raw_p99_ms",
                                                    "ratio")), name
+    assert_floors_and_disk(report)
     assert set(report["targets"]) == TARGETS
     assert all(is_number(t["measured"]) and isinstance(t["met"], bool) for t in report["targets"].values())
+
+
+def assert_floors_and_disk(report: dict) -> None:
+    """The write floor wrote exactly the tiers' rows into each copy; the disk figures are sizes that add up."""
+    write, rows = report["write_floor"], report["rows"]
+    assert write["rows_per_tier"] == {tier: rows[tier] for tier in ("asin", "brand", "category")}
+    assert write["rows"] == rows["asin"] + rows["brand"] + rows["category"]
+    assert all(is_number(write[k]) and write[k] >= 0 for k in ("seconds", "rows_seconds", "index_seconds"))
+    assert write["seconds"] == pytest.approx(write["rows_seconds"] + write["index_seconds"])
+    full = report["full_refresh"]
+    assert full["ratio_to_floors"] == pytest.approx(full["seconds"] / (report["floor"]["seconds"] + write["seconds"]))
+    disk = report["disk"]
+    assert disk["tiers_bytes"] > 0 and disk["samples"] >= 1
+    # during a refresh the live tiers and their shadows exist side by side: at least the tiers' size at its peak
+    assert disk["peak_during_refresh_bytes"] >= disk["tiers_bytes"] * 0.9
 
 
 def assert_correct(report: dict) -> None:
@@ -96,6 +112,7 @@ def test_the_wide_shape_measures_its_floor_refresh_and_month(tmp_path):
     assert report["full_refresh"]["plan"].startswith("month chunks through the covering index")
     assert is_number(report["full_refresh"]["ratio_to_floor"]) and is_number(report["month"]["share_of_full"])
     assert "baseline" not in report and "dashboard" not in report
+    assert_floors_and_disk(report)
     assert set(report["targets"]) == {"full_refresh_ratio_to_floor", "month_share_of_full", "peak_rss_bytes"}
     assert report["verify"] == {"ok": True, "mismatches": []}
     assert "COUNT(*), SUM(net_amount), SUM(quantity), SUM(fee_amount)" in render(report)
@@ -118,6 +135,22 @@ def test_script_on_sqlite_writes_the_json_and_reuses_the_data(tmp_path):
     again = subprocess.run(common + ["--skip-generate"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0, again.stderr
     assert "generate" not in json.loads(out.read_text())
+
+
+def test_skip_baseline_and_the_tpch_shape(tmp_path):
+    """--skip-baseline leaves the hand-written method out; --shape tpch: a tier 1 nearly as big as the raw table."""
+    url = f"sqlite:///{tmp_path / 'tpch.db'}"
+    out = tmp_path / "tpch.json"
+    command = [*BENCH, "--url", url, "--rows", "20000", "--shape", "tpch", "--asins", "20000", "--repeat", "1",
+               "--summary-queries", "3", "--raw-queries", "1", "--no-settle", "--skip-baseline", "--json-out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert "baseline" not in report and "hand-written" not in done.stdout
+    assert report["compression"]["tier1_share_of_raw"] > 0.95
+    assert report["generate"]["shape"]["skew"] == 1 and len(report["generate"]["shape"]["marketplaces"]) == 25
+    assert_floors_and_disk(report)
+    assert "write floor" in done.stdout and report["verify"]["ok"]
 
 
 def test_refuses_to_replace_data_it_did_not_make(tmp_path):
