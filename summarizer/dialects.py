@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Date,
     Engine,
+    Index,
     Insert,
     Select,
     String,
@@ -157,6 +158,10 @@ class Dialect:
         """The statement adding an index to a busy source table, and whether it needs autocommit."""
         return str(ddl.compile(dialect=self.engine.dialect)), False
 
+    def add_indexes(self, table: Table, indexes: Sequence[Index]) -> list[str]:
+        """The statements adding ``indexes`` to a freshly loaded ``table`` (a shadow tier): one CREATE INDEX each."""
+        return [str(CreateIndex(i).compile(dialect=self.engine.dialect)).strip() for i in indexes]
+
     # --- the run lock ---------------------------------------------------------------------------
     def lock_session_statements(self) -> list[str]:
         """Run once on the lock's own connection: it sits idle while the steps run, for hours maybe, and
@@ -276,6 +281,15 @@ class MySQLDialect(Dialect):
         columns = ", ".join(self.quote(c.name) for c in index.columns)
         return (f"ALTER TABLE {self.quote(index.table.name)} ADD INDEX {self.quote(index.name)} ({columns}), "
                 "ALGORITHM=INPLACE, LOCK=NONE", False)
+
+    def add_indexes(self, table: Table, indexes: Sequence[Index]) -> list[str]:
+        # One ALTER TABLE: InnoDB reads the table once and sorts every index from that read, where one
+        # CREATE INDEX per index reads it once each (sparse shape, 5M raw rows: 115 s -> 54 s in all).
+        if not indexes:
+            return []
+        added = ", ".join(f"ADD INDEX {self.quote(str(i.name))} ({', '.join(self.quote(c.name) for c in i.columns)})"
+                          for i in indexes)
+        return [f"ALTER TABLE {self.quote(table.name)} {added}"]
 
     def lock_session_statements(self) -> list[str]:
         return ["SET SESSION wait_timeout = 31536000"]  # a year, the largest allowed (default 8 hours)

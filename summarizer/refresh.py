@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateTable
 
 from . import version
 from .config import Config
@@ -333,14 +333,15 @@ class Refresher:
                                  version.successor(versions[1], versions[0])])
 
     def _create_indexes(self, shadow: Tiers) -> None:
-        """The shadow tiers' secondary indexes that do not exist yet (MySQL commits each one on its own)."""
+        """The shadow tiers' secondary indexes that do not exist yet (MySQL commits each statement on its own)."""
         inspector = inspect(self.engine)
-        missing = [index for table in shadow
-                   for index in sorted_indexes(table)
-                   if index.name not in {i["name"] for i in inspector.get_indexes(table.name)}]
+        statements = []
+        for table in shadow:
+            have = {i["name"] for i in inspector.get_indexes(table.name)}
+            statements += self.dialect.add_indexes(table, [i for i in sorted_indexes(table) if i.name not in have])
         with self.engine.begin() as conn:
-            for index in missing:
-                conn.execute(text(ddl(CreateIndex(index), self.engine.dialect)))
+            for statement in statements:
+                conn.execute(text(statement))
 
     def _swap(self, pairs: list[tuple[Any, Any]]) -> None:
         """Each phase in one transaction; a metadata-lock timeout gives way to readers, then tries again."""
