@@ -304,8 +304,8 @@ class Refresher:
         with self.steps.timed("prepare"):
             self._create_shadows(live, shadow)
         filler = self.handover or self.tier_engine
-        filler.fill_shadows(shadow, plan, run.stamp, check, jobs)
-        self._finish_shadows(run, shadow)
+        written = filler.fill_shadows(shadow, plan, run.stamp, check, jobs)
+        self._finish_shadows(run, shadow, written)
         check()
         with self.steps.timed("swap"):  # the data version's shadow row goes in with the tiers (version.py)
             self._swap([*zip(live, shadow, strict=True),
@@ -313,14 +313,15 @@ class Refresher:
                         *(self.handover.pairs() if self.handover else [])])
         log.info("swapped in: %s", ", ".join(f"{t} {n} rows" for t, n in run.rows.items()))
 
-    def _finish_shadows(self, run: Run, shadow: Tiers) -> None:
-        """The filled shadow tiers' indexes and statistics; their rows into the run record."""
+    def _finish_shadows(self, run: Run, shadow: Tiers, written: dict[str, int] | None) -> None:
+        """The filled shadow tiers' indexes and statistics; their rows into the run record: as the engine counted
+        its writes, else counted (a COUNT(*) of every tier reads them all again)."""
         with self.steps.timed("indexes"):
             self._retry("indexes", lambda: self._create_indexes(shadow))
         if statistics := self.dialect.statistics_statements(shadow.read_by_dashboards()):
             with self.steps.timed("statistics"):
                 self.execute("statistics", statistics)
-        run.rows = self.steps.count(shadow)
+        run.rows = dict(written) if written is not None else self.steps.count(shadow)
 
     def _create_shadows(self, live: Tiers, shadow: Tiers) -> None:
         # The probes come first: they wait for a dead run's rename that is still queued (module docstring).

@@ -178,18 +178,25 @@ class Rollup:
 
     # --- tiers 2 and 3 --------------------------------------------------------------------------
     def tier2_inserts(self, target: Table, tier1: Table, refreshed_at: Stamp, *, by_month: bool = True) -> list[Insert]:
-        """The month's per-marketplace rows from tier 1, then its ALL rows from those."""
-        t1, t2 = tier1.alias("t1"), target.alias("t2")
+        """The month's tier 2 in one statement (:meth:`tier2_select`)."""
+        return [insert(target).from_select(list(TIER2_COLUMNS), self.tier2_select(tier1, refreshed_at,
+                                                                                  by_month=by_month))]
+
+    def tier2_select(self, tier1: Table, refreshed_at: Stamp, *, by_month: bool = True) -> Select[Any]:
+        """The month's per-marketplace rows and its ALL rows, both summed from its tier-1 rows while they are
+        in memory, in the tier's key order (an insert that appends rather than splits pages)."""
+        t1 = tier1.alias("t1")
         stamp, month = _stamp(refreshed_at), self._month(by_month)
         per_market = _month_filter(select(
             t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id, *self._sums(t1), stamp
         ), t1.c.month, month).group_by(t1.c.month, t1.c.brand_id, t1.c.marketplace, t1.c.metric, t1.c.category_id)
         all_markets = _month_filter(select(
-            t2.c.month, t2.c.brand_id, self.all_marketplace, t2.c.metric, t2.c.category_id, *self._sums(t2), stamp
-        ).where(t2.c.marketplace != self.all_marketplace), t2.c.month, month).group_by(
-            t2.c.month, t2.c.brand_id, t2.c.metric, t2.c.category_id)
-        return [insert(target).from_select(list(TIER2_COLUMNS), per_market),
-                insert(target).from_select(list(TIER2_COLUMNS), all_markets)]
+            t1.c.month, t1.c.brand_id, self.all_marketplace.label("marketplace"), t1.c.metric, t1.c.category_id,
+            *self._sums(t1), stamp
+        ), t1.c.month, month).group_by(t1.c.month, t1.c.brand_id, t1.c.metric, t1.c.category_id)
+        both = union_all(per_market, all_markets).subquery("u")
+        return select(*(both.c[c] for c in TIER2_COLUMNS)).order_by(
+            both.c.month, both.c.brand_id, both.c.marketplace, both.c.metric)
 
     def tier3_insert(self, target: Table, tier2: Table, refreshed_at: Stamp, *, by_month: bool = True) -> Insert:
         """The month's category rows from tier 2's ALL rows."""

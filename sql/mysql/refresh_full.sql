@@ -68,12 +68,10 @@ INSERT INTO financials_summary_monthly_asin_marketplace__new (month, asin, marke
 FROM (SELECT f.month AS month, f.asin AS asin, f.marketplace AS marketplace, f.metric AS metric, sum(f.value) AS value, count(*) AS row_count 
 FROM financials AS f GROUP BY f.month, f.asin, f.marketplace, f.metric) AS g LEFT OUTER JOIN products AS p ON p.asin = g.asin LEFT OUTER JOIN brands AS b ON b.brand_id = p.brand_id LEFT OUTER JOIN categories AS c ON c.category_id = b.category_id;
 
-INSERT INTO financials_summary_monthly_brand__new (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
-FROM financials_summary_monthly_asin_marketplace__new AS t1 GROUP BY t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id;
-
-INSERT INTO financials_summary_monthly_brand__new (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT t2.month, t2.brand_id, 'ALL' AS anon_1, t2.metric, t2.category_id, sum(t2.value) AS value, sum(t2.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
-FROM financials_summary_monthly_brand__new AS t2 
-WHERE t2.marketplace != 'ALL' GROUP BY t2.month, t2.brand_id, t2.metric, t2.category_id;
+INSERT INTO financials_summary_monthly_brand__new (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT u.month, u.brand_id, u.marketplace, u.metric, u.category_id, u.value, u.row_count, u.refreshed_at 
+FROM (SELECT t1.month AS month, t1.brand_id AS brand_id, t1.marketplace AS marketplace, t1.metric AS metric, t1.category_id AS category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
+FROM financials_summary_monthly_asin_marketplace__new AS t1 GROUP BY t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id UNION ALL SELECT t1.month AS month, t1.brand_id AS brand_id, 'ALL' AS marketplace, t1.metric AS metric, t1.category_id AS category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
+FROM financials_summary_monthly_asin_marketplace__new AS t1 GROUP BY t1.month, t1.brand_id, t1.metric, t1.category_id) AS u ORDER BY u.month, u.brand_id, u.marketplace, u.metric;
 
 INSERT INTO financials_summary_monthly_category__new (month, category_id, metric, value, row_count, refreshed_at) SELECT t2.month, t2.category_id, t2.metric, sum(t2.value) AS value, sum(t2.row_count) AS row_count, UTC_TIMESTAMP() AS refreshed_at 
 FROM financials_summary_monthly_brand__new AS t2 

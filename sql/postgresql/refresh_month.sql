@@ -16,13 +16,12 @@ WHERE f.month = CAST(:'month' AS date) GROUP BY f.month, f.asin, f.marketplace, 
 
 DELETE FROM financials_summary_monthly_brand WHERE financials_summary_monthly_brand.month = CAST(:'month' AS date);
 
-INSERT INTO financials_summary_monthly_brand (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, (now() AT TIME ZONE 'UTC') AS refreshed_at 
+INSERT INTO financials_summary_monthly_brand (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT u.month, u.brand_id, u.marketplace, u.metric, u.category_id, u.value, u.row_count, u.refreshed_at 
+FROM (SELECT t1.month AS month, t1.brand_id AS brand_id, t1.marketplace AS marketplace, t1.metric AS metric, t1.category_id AS category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, (now() AT TIME ZONE 'UTC') AS refreshed_at 
 FROM financials_summary_monthly_asin_marketplace AS t1 
-WHERE t1.month = CAST(:'month' AS date) GROUP BY t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id;
-
-INSERT INTO financials_summary_monthly_brand (month, brand_id, marketplace, metric, category_id, value, row_count, refreshed_at) SELECT t2.month, t2.brand_id, 'ALL' AS anon_1, t2.metric, t2.category_id, sum(t2.value) AS value, sum(t2.row_count) AS row_count, (now() AT TIME ZONE 'UTC') AS refreshed_at 
-FROM financials_summary_monthly_brand AS t2 
-WHERE t2.marketplace != 'ALL' AND t2.month = CAST(:'month' AS date) GROUP BY t2.month, t2.brand_id, t2.metric, t2.category_id;
+WHERE t1.month = CAST(:'month' AS date) GROUP BY t1.month, t1.brand_id, t1.marketplace, t1.metric, t1.category_id UNION ALL SELECT t1.month AS month, t1.brand_id AS brand_id, 'ALL' AS marketplace, t1.metric AS metric, t1.category_id AS category_id, sum(t1.value) AS value, sum(t1.row_count) AS row_count, (now() AT TIME ZONE 'UTC') AS refreshed_at 
+FROM financials_summary_monthly_asin_marketplace AS t1 
+WHERE t1.month = CAST(:'month' AS date) GROUP BY t1.month, t1.brand_id, t1.metric, t1.category_id) AS u ORDER BY u.month, u.brand_id, u.marketplace, u.metric;
 
 DELETE FROM financials_summary_monthly_category WHERE financials_summary_monthly_category.month = CAST(:'month' AS date);
 

@@ -57,8 +57,9 @@ class TierEngine(Protocol):
         """How the tiers will be computed, for the run record and the log."""
 
     def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
-                     jobs: int) -> None:
-        """A full refresh's compute step: every month of every tier, into the empty shadow tables."""
+                     jobs: int) -> dict[str, int] | None:
+        """A full refresh's compute step: every month of every tier, into the empty shadow tables. The rows
+        written into each tier (by tier name) where the engine counted them; None: the refresh counts them."""
 
     def months(self, months: Sequence[dt.date], stamp: dt.datetime,
                check: Callable[[], None]) -> AbstractContextManager[MonthWork]:

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+
+from sqlalchemy import Delete, Executable, Insert
+from sqlalchemy.sql.expression import TableClause
 
 from ..ddl import check_source
 from ..model import Tiers
@@ -46,10 +51,23 @@ class DatabaseEngine:
         return choose_plan(self.context.dialect, self.context.source)
 
     def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
-                     jobs: int) -> None:
+                     jobs: int) -> dict[str, int]:
+        """Fills the shadow tiers; the rows each holds, from the statements' row counts (no COUNT(*) after)."""
+        self._written: Counter[str] = Counter()
+        self._written_lock = threading.Lock()  # months may run in several threads
         with self.steps.timed("months"):
             months = self._full_months(shadow, plan, stamp)
         self._full_chunks(shadow, months, stamp, plan.chunked, check, jobs)
+        return {name: self._written[table.name] for name, table in shadow.by_name().items()}
+
+    def _execute_counted(self, what: str, statements: Sequence[Executable], params: dict[str, object] | None = None
+                         ) -> None:
+        """``statements`` in one transaction; each INSERT's rows added to its table's count, each DELETE's taken."""
+        counts = self.steps.execute(what, statements, params)
+        with self._written_lock:
+            for statement, count in zip(statements, counts, strict=True):
+                if isinstance(statement, Insert | Delete) and isinstance(statement.table, TableClause):
+                    self._written[statement.table.name] += -count if isinstance(statement, Delete) else count
 
     @contextmanager
     def months(self, months: Sequence[dt.date], stamp: dt.datetime,
@@ -66,8 +84,8 @@ class DatabaseEngine:
         if not plan.chunked:
             with self.steps.timed("tier1"):
                 log.info("tier1: one pass over the raw table")
-                self.steps.execute("tier1 (one pass)", [self.rollup.delete_all(shadow.asin),
-                                                        self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
+                self._execute_counted("tier1 (one pass)", [
+                    self.rollup.delete_all(shadow.asin), self.rollup.tier1_insert(shadow.asin, stamp, by_month=False)])
             query = self.rollup.table_months(shadow.asin)
             return self.steps.read("months", lambda conn: [as_date(m) for m in conn.execute(query).scalars()])
         return self.steps.read("months", lambda conn: read_months(conn, self.context.dialect, self.rollup))
@@ -83,7 +101,7 @@ class DatabaseEngine:
         def month_steps(month: dt.date) -> None:
             for name, statements in steps:
                 with self.steps.timed(name):
-                    self.steps.execute(f"{name} {month:%Y-%m}", statements, {"month": month})
+                    self._execute_counted(f"{name} {month:%Y-%m}", statements, {"month": month})
         progress = self.steps.progress
         progress.begin("full refresh", len(months))
         try:

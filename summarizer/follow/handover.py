@@ -55,7 +55,7 @@ class Handover:
         return list(self.context.schema.follow(OLD_SUFFIX))
 
     def fill_shadows(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
-                     jobs: int) -> None:
+                     jobs: int) -> dict[str, int] | None:
         dialect = self.context.dialect
         leftovers = [t.name + suffix for t in self.live for suffix in (SHADOW_SUFFIX, OLD_SUFFIX)]
         creates = [ddl(CreateTable(t), self.engine.dialect) for t in self.shadow]
@@ -70,6 +70,7 @@ class Handover:
             conn.execute(version.current(self.context.schema.data_version(SHADOW_SUFFIX))).scalar_one()))
         self.steps.execute("follower state", [sql.first_state(self.shadow.state, position, data_version, utcnow())])
         self._upper_tiers(shadow, months, stamp, check)
+        return None  # the refresh counts the tiers
 
     # --- the snapshot -----------------------------------------------------------------------------
     def _snapshot(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime,
