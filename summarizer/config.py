@@ -122,6 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
             "months refreshed at once, one connection each (full and incremental refreshes)"),
     Setting("refresh", "tmp_table_size", "67108864", "int",
             "MySQL session tmp_table_size/max_heap_table_size for the refresh (bytes; 0 = server default)"),
+    Setting("refresh", "work_mem", "67108864", "int",
+            "PostgreSQL work_mem of the refresh's transactions (bytes, at least 65536; 0 = server default): the "
+            "memory each sort or hash of a full refresh's statements takes before it spills to disk"),
     Setting("refresh", "engine", "database", "str",
             "what computes a refresh: database (INSERT ... SELECT in the database) or spark (Apache Spark, "
             "needs summarizer-tiers[spark])"),
@@ -450,7 +453,7 @@ def _check(config: Config) -> None:
               ("spark", "fetch_size"): (1, 1_000_000), ("spark", "write_partitions"): (1, 1024),
               ("spark", "shuffle_partitions"): (0, 100_000),
               ("refresh", "swap_lock_timeout"): (1, 3600), ("refresh", "swap_attempts"): (1, 1000),
-              ("refresh", "retry_budget_seconds"): (0, 86400),
+              ("refresh", "retry_budget_seconds"): (0, 86400), ("refresh", "work_mem"): (0, 2**31 - 1),
               ("api", "port"): (1, 65535), ("api", "max_months"): (1, 1200),
               ("api", "max_limit"): (1, 1_000_000),
               ("api", "cache_bytes"): (0, 2**40),
@@ -463,6 +466,9 @@ def _check(config: Config) -> None:
         if not low <= value <= high:
             raise ConfigError(f"expected a number from {low} to {high}, got {value}",
                               source=config.path, section=section, key=key)
+    if 0 < config.refresh.work_mem < 65536:
+        raise ConfigError(f"expected 0 (the server's default) or at least 65536 bytes (PostgreSQL's 64 kB minimum), "
+                          f"got {config.refresh.work_mem}", source=config.path, section="refresh", key="work_mem")
     if config.summary.value_scale >= config.summary.value_precision:
         raise ConfigError("value_scale must be smaller than value_precision",
                           source=config.path, section="summary", key="value_scale")

@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -41,8 +42,10 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.expression import Executable, FromClause
 
 from .dialects import month_after, month_start
 from .model import Schema, Source
@@ -199,13 +202,28 @@ class Rollup:
             both.c.month, both.c.brand_id, both.c.marketplace, both.c.metric)
 
     def tier3_insert(self, target: Table, tier2: Table, refreshed_at: Stamp, *, by_month: bool = True) -> Insert:
+        return insert(target).from_select(list(TIER3_COLUMNS), self.tier3_select(tier2, refreshed_at,
+                                                                                  by_month=by_month))
+
+    def tier3_select(self, tier2: Table, refreshed_at: Stamp, *, by_month: bool = True) -> Select[Any]:
         """The month's category rows from tier 2's ALL rows."""
         t2 = tier2.alias("t2")
-        rows = _month_filter(select(
+        return _month_filter(select(
             t2.c.month, t2.c.category_id, t2.c.metric, *self._sums(t2), _stamp(refreshed_at)
         ).where(t2.c.marketplace == self.all_marketplace), t2.c.month, self._month(by_month)).group_by(
             t2.c.month, t2.c.category_id, t2.c.metric)
-        return insert(target).from_select(list(TIER3_COLUMNS), rows)
+
+    def tiers_as_select(self, tiers: Sequence[Table], refreshed_at: Stamp) -> list[tuple[str, list[Any]]]:
+        """Each tier made anew by ``CREATE TABLE ... AS SELECT`` over every month, then given its NOT NULLs and
+        primary key: (step, statements), tier by tier, each tier's from the one before (one transaction each
+        where DDL is transactional). The SELECT casts every column to the tier's type, so the table has the
+        shape :class:`~summarizer.model.Schema` gives it."""
+        t1, t2, _ = tiers
+        selects = [self.tier1_select(refreshed_at, by_month=False), self.tier2_select(t1, refreshed_at, by_month=False),
+                   self.tier3_select(t2, refreshed_at, by_month=False)]
+        return [(f"tier{n}", [DropTableIfExists(table), CreateTableAs(table, _typed(table, rows)),
+                              AddNotNullAndKey(table)])
+                for n, (table, rows) in enumerate(zip(tiers, selects, strict=True), start=1)]
 
     @staticmethod
     def _sums(table: FromClause) -> tuple[ColumnElement[object], ColumnElement[object]]:
@@ -360,6 +378,57 @@ class Rollup:
             func.sum(case((no_category, t2.c.row_count), else_=0)), func.sum(absolute),
             func.sum(case((no_brand, absolute), else_=0)), func.sum(case((no_category, absolute), else_=0)),
         ).where(t2.c.marketplace == self.all_marketplace)
+
+
+def _typed(table: Table, rows: Select[Any]) -> Select[Any]:
+    """``rows`` with each of ``table``'s columns cast to its type (what an INSERT into it would have converted)."""
+    got = rows.subquery("r")
+    return select(*(cast(got.c[c.name], c.type).label(c.name) for c in table.columns))
+
+
+class DropTableIfExists(Executable, ClauseElement):
+    inherit_cache = False
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+
+class CreateTableAs(Executable, ClauseElement):
+    """``CREATE TABLE <table> AS <rows>``: a table made and filled by one statement."""
+
+    inherit_cache = False
+
+    def __init__(self, table: Table, rows: Select[Any]) -> None:
+        self.table, self.rows = table, rows
+
+
+class AddNotNullAndKey(Executable, ClauseElement):
+    """One ``ALTER TABLE``: every NOT NULL column of ``table`` set NOT NULL, and its primary key added."""
+
+    inherit_cache = False
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+
+@compiles(DropTableIfExists)
+def _drop(element: DropTableIfExists, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"DROP TABLE IF EXISTS {compiler.preparer.format_table(element.table)}"
+
+
+@compiles(CreateTableAs)
+def _create_as(element: CreateTableAs, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CREATE TABLE {compiler.preparer.format_table(element.table)} AS {compiler.process(element.rows, **kw)}"
+
+
+@compiles(AddNotNullAndKey)
+def _not_null_and_key(element: AddNotNullAndKey, compiler: SQLCompiler, **kw: Any) -> str:
+    table, quote = element.table, compiler.preparer.quote
+    changes = [f"ALTER COLUMN {quote(c.name)} SET NOT NULL" for c in table.columns
+               if not c.nullable and not c.primary_key]
+    key = ", ".join(quote(c.name) for c in table.primary_key.columns)
+    changes.append(f"ADD CONSTRAINT {quote(str(table.primary_key.name))} PRIMARY KEY ({key})")
+    return f"ALTER TABLE {compiler.preparer.format_table(table)} {', '.join(changes)}"
 
 
 def date_bounds(source: Source) -> Select[Any]:

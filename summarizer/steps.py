@@ -147,7 +147,7 @@ class Steps:
         """Run ``statements`` in one transaction, retried as a whole on transient errors; their row counts."""
         def once() -> list[int]:
             with self.engine.begin() as conn:
-                self.dialect.prepare_refresh_session(conn, self.config.refresh.tmp_table_size)
+                self.dialect.prepare_refresh_session(conn, self.config.refresh)
                 conn = conn.execution_options(preserve_rowcount=True)  # psycopg's INSERT ... SELECT counts too
                 return [conn.execute(text(s) if isinstance(s, str) else s, params or {}).rowcount for s in statements]
         return self.retry(what, once)

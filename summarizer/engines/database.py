@@ -55,10 +55,23 @@ class DatabaseEngine:
         """Fills the shadow tiers; the rows each holds, from the statements' row counts (no COUNT(*) after)."""
         self._written: Counter[str] = Counter()
         self._written_lock = threading.Lock()  # months may run in several threads
+        if self.context.dialect.CREATE_TABLE_AS:
+            self._tiers_as_select(shadow, stamp)
+            return {name: self._written[table.name] for name, table in shadow.by_name().items()}
         with self.steps.timed("months"):
             months = self._full_months(shadow, plan, stamp)
         self._full_chunks(shadow, months, stamp, plan.chunked, check, jobs)
         return {name: self._written[table.name] for name, table in shadow.by_name().items()}
+
+    def _tiers_as_select(self, shadow: Tiers, stamp: dt.datetime) -> None:
+        """PostgreSQL: each shadow tier by one CREATE TABLE ... AS SELECT over all months, whose SELECT runs with
+        parallel workers (an INSERT ... SELECT runs in one process), tier by tier, one transaction each."""
+        for name, statements in self.rollup.tiers_as_select(list(shadow), stamp):
+            with self.steps.timed(name):
+                log.info("%s: one CREATE TABLE ... AS SELECT over every month", name)
+                counts = self.steps.execute(f"{name} (create as select)", statements)
+            with self._written_lock:
+                self._written[statements[1].table.name] += counts[1]
 
     def _execute_counted(self, what: str, statements: Sequence[Executable], params: dict[str, object] | None = None
                          ) -> None:
