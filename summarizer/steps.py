@@ -143,13 +143,21 @@ class Steps:
         return self.retry(what, once)
 
     def execute(self, what: str, statements: Sequence[Executable | str],
-                params: dict[str, Any] | None = None) -> list[int]:
-        """Run ``statements`` in one transaction, retried as a whole on transient errors; their row counts."""
+                params: dict[str, Any] | None = None, *, timed_as: Sequence[str] = ()) -> list[int]:
+        """Run ``statements`` in one transaction, retried as a whole on transient errors; their row counts.
+        ``timed_as`` names a timing for each statement, which its seconds are added to."""
         def once() -> list[int]:
             with self.engine.begin() as conn:
                 self.dialect.prepare_refresh_session(conn, self.config.refresh)
                 conn = conn.execution_options(preserve_rowcount=True)  # psycopg's INSERT ... SELECT counts too
-                return [conn.execute(text(s) if isinstance(s, str) else s, params or {}).rowcount for s in statements]
+                counts = []
+                for i, statement in enumerate(statements):
+                    start = time.perf_counter()
+                    counts.append(conn.execute(text(statement) if isinstance(statement, str) else statement,
+                                               params or {}).rowcount)
+                    if timed_as:
+                        self._add_timing(timed_as[i], time.perf_counter() - start)
+                return counts
         return self.retry(what, once)
 
     def replace_month(self, month: dt.date, statements: Sequence[Delete | Insert],
@@ -175,9 +183,11 @@ class Steps:
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - start
-            with self._timings_lock:
-                self.timings[name] = self.timings.get(name, 0.0) + elapsed
+            self._add_timing(name, time.perf_counter() - start)
+
+    def _add_timing(self, name: str, seconds: float) -> None:
+        with self._timings_lock:
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
 
     def parallel(self, months: Sequence[dt.date], jobs: int, check: Callable[[], None],
                  work: Callable[[dt.date], T]) -> list[T]:

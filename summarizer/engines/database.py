@@ -1,9 +1,11 @@
 """The database engine: the tiers computed by the serving database itself, with rollup.py's SQL.
 
 A full refresh fills the shadow tiers month by month (tier 1 from the raw table, then tier 2 from
-tier 1 and tier 3 from tier 2), each month of each tier one transaction that deletes what it is about
-to insert; without a covering index on the raw table tier 1 is one pass over it instead. An
-incremental refresh replaces each month of the live tiers in one transaction.
+tier 1 and tier 3 from tier 2), each month of the three tiers one transaction that deletes what it is
+about to insert; without a covering index on the raw table tier 1 is one pass over it instead. On
+PostgreSQL each shadow tier is one ``CREATE TABLE ... AS SELECT`` over every month instead (its SELECT
+runs with parallel workers). An incremental refresh replaces each month of the live tiers in one
+transaction.
 """
 
 from __future__ import annotations
@@ -73,10 +75,10 @@ class DatabaseEngine:
             with self._written_lock:
                 self._written[statements[1].table.name] += counts[1]
 
-    def _execute_counted(self, what: str, statements: Sequence[Executable], params: dict[str, object] | None = None
-                         ) -> None:
+    def _execute_counted(self, what: str, statements: Sequence[Executable], params: dict[str, object] | None = None,
+                         *, timed_as: Sequence[str] = ()) -> None:
         """``statements`` in one transaction; each INSERT's rows added to its table's count, each DELETE's taken."""
-        counts = self.steps.execute(what, statements, params)
+        counts = self.steps.execute(what, statements, params, timed_as=timed_as)
         with self._written_lock:
             for statement, count in zip(statements, counts, strict=True):
                 if isinstance(statement, Insert | Delete) and isinstance(statement.table, TableClause):
@@ -111,10 +113,11 @@ class DatabaseEngine:
         steps += [("tier2", [self.rollup.delete_month(t2), *self.rollup.tier2_inserts(t2, t1, stamp)]),
                   ("tier3", [self.rollup.delete_month(t3), self.rollup.tier3_insert(t3, t2, stamp)])]
 
-        def month_steps(month: dt.date) -> None:
-            for name, statements in steps:
-                with self.steps.timed(name):
-                    self._execute_counted(f"{name} {month:%Y-%m}", statements, {"month": month})
+        statements = [s for _, tier in steps for s in tier]
+        names = [name for name, tier in steps for _ in tier]
+
+        def month_steps(month: dt.date) -> None:  # the month's three tiers in one transaction: one commit
+            self._execute_counted(f"month {month:%Y-%m}", statements, {"month": month}, timed_as=names)
         progress = self.steps.progress
         progress.begin("full refresh", len(months))
         try:
