@@ -1,9 +1,9 @@
 """Pure builders of the refresh and verify statements; nothing here touches a database.
 
 Tier 1 is aggregated from the raw table first and joined to products, brands and categories
-afterwards, so the joins look up one row per group rather than one per raw row. Tier 2 is built from tier 1, its
-``ALL`` rows from its own per-marketplace rows, and tier 3 from tier 2's ``ALL`` rows: the raw table
-is read once per refresh.
+afterwards, so the joins look up one row per group rather than one per raw row. Tier 2 is built from tier 1
+(its per-marketplace and its ``ALL`` rows in one statement), and tier 3 from tier 2's ``ALL`` rows: the raw
+table is read once per refresh.
 
 What a raw row gives the tiers (:meth:`Rollup.raw_groups`, the one rule every read of the raw table
 follows): its month is the month column's value, or with ``date_column`` the first day of the date's
