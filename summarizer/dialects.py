@@ -350,7 +350,7 @@ class PostgresDialect(Dialect):
     # admin shutdown, crash shutdown, starting up (cannot connect now), connection exceptions
     DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"})
     DUPLICATE_KEY_CODES = frozenset({"23505"})
-    CREATE_TABLE_AS = True          # shadow tiers by CREATE TABLE ... AS SELECT: its SELECT runs in parallel
+    CREATE_TABLE_AS = True          # shadow tiers by CREATE TABLE ... AS SELECT: its SELECT may run in parallel
     UTC_NOW = "(now() AT TIME ZONE 'UTC')"
     SCRIPT_MONTH = "CAST(:'month' AS date)"
     SCRIPT_PREAMBLE = "\\set month '2024-01-01'  -- psql: the month to refresh, its first day"

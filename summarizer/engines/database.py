@@ -4,7 +4,7 @@ A full refresh fills the shadow tiers month by month (tier 1 from the raw table,
 tier 1 and tier 3 from tier 2), each month of the three tiers one transaction that deletes what it is
 about to insert; without a covering index on the raw table tier 1 is one pass over it instead. On
 PostgreSQL each shadow tier is one ``CREATE TABLE ... AS SELECT`` over every month instead (its SELECT
-runs with parallel workers). An incremental refresh replaces each month of the live tiers in one
+may run with parallel workers, where the planner finds that cheaper). An incremental refresh replaces each month of the live tiers in one
 transaction.
 """
 
@@ -66,8 +66,8 @@ class DatabaseEngine:
         return {name: self._written[table.name] for name, table in shadow.by_name().items()}
 
     def _tiers_as_select(self, shadow: Tiers, stamp: dt.datetime) -> None:
-        """PostgreSQL: each shadow tier by one CREATE TABLE ... AS SELECT over all months, whose SELECT runs with
-        parallel workers (an INSERT ... SELECT runs in one process), tier by tier, one transaction each."""
+        """PostgreSQL: each shadow tier by one CREATE TABLE ... AS SELECT over all months, whose SELECT may run
+        with parallel workers (an INSERT ... SELECT's never does), tier by tier, one transaction each."""
         for name, statements in self.rollup.tiers_as_select(list(shadow), stamp):
             with self.steps.timed(name):
                 log.info("%s: one CREATE TABLE ... AS SELECT over every month", name)
