@@ -4,8 +4,8 @@ A full refresh fills the shadow tiers month by month (tier 1 from the raw table,
 tier 1 and tier 3 from tier 2), each month of the three tiers one transaction that deletes what it is
 about to insert; without a covering index on the raw table tier 1 is one pass over it instead. On
 PostgreSQL each shadow tier is one ``CREATE TABLE ... AS SELECT`` over every month instead (its SELECT
-may run with parallel workers, where the planner finds that cheaper). An incremental refresh replaces each month of the live tiers in one
-transaction.
+may run with parallel workers, where the planner finds that cheaper). An incremental refresh replaces
+each month of the live tiers in one transaction.
 """
 
 from __future__ import annotations
