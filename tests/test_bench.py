@@ -7,8 +7,8 @@ type and the correctness checks the benchmark makes on the way (baseline and ans
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import subprocess
 import sys
 from dataclasses import replace
