@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -228,3 +229,28 @@ def test_explain_says_when_the_group_by_needs_a_temporary_table(db_url, app_fact
 def test_postgresql_plans_that_sort_or_spill(plan, temporary):
     from summarizer.dialects import PostgresDialect
     assert PostgresDialect.plan_uses_temporary(plan) is temporary
+
+
+def test_online_index_build_is_timed_while_a_writer_inserts(server_url: URL) -> None:
+    """benchmarks/onlineindex.py: the covering index is dropped, rebuilt by a real ``init`` while a writer
+    writes, and the writer's rows are gone again afterwards (no timing asserted)."""
+    from benchmarks.onlineindex import WRITER_ASIN, run
+    from summarizer.facade import Summarizer
+    from summarizer.model import covering_index_columns
+
+    engine = create_engine(server_url)
+    with engine.connect() as conn:
+        generate(conn, SHAPE)
+    url = server_url.render_as_string(hide_password=False)
+    report = run(url, before=0.3, after=0.3, interval=0.005, echo=lambda line: None)
+    assert report["init_exit"] == 0 and not report["errors"], report
+    assert report["raw_rows"] == SHAPE.rows and report["init_seconds"] > 0
+    assert all(report["writer"][phase]["inserts"] > 0 for phase in ("before", "during", "after"))
+    assert report["writer_rows_deleted"] == sum(p["inserts"] for p in report["writer"].values())
+    app = Summarizer(load_config(os.devnull, {"SUMMARIZER_DATABASE_URL": url}))
+    columns = covering_index_columns(app.source)
+    app.close()
+    assert any(list(i["column_names"]) == columns for i in inspect(engine).get_indexes("financials"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM financials WHERE asin = :a"), {"a": WRITER_ASIN}).scalar() == 0
+    engine.dispose()
