@@ -71,6 +71,12 @@ class Dialect:
     def engine_options() -> dict[str, Any]:
         return {"pool_pre_ping": True}
 
+    @staticmethod
+    def reads_only_options() -> dict[str, Any]:
+        """The read API's engine: each statement its own transaction, so a reader between two statements
+        holds no lock (a metadata lock on MariaDB, a table lock on PostgreSQL) that the swap would wait for."""
+        return {"isolation_level": "AUTOCOMMIT"}
+
     def prepare_refresh_session(self, conn: Connection, tmp_table_size: int) -> None:
         """Session settings for a refresh connection (none by default)."""
 
@@ -573,11 +579,13 @@ def dialect_class(url: URL) -> type[Dialect]:
         raise ValueError(f"unsupported database {backend!r}; use mysql, mariadb, postgresql or sqlite") from None
 
 
-def connect(url: URL, **options: Any) -> Dialect:
-    """An engine for ``url`` wrapped in the dialect that knows its quirks."""
+def connect(url: URL, *, reads_only: bool = False, **options: Any) -> Dialect:
+    """An engine for ``url`` wrapped in the dialect that knows its quirks; ``reads_only``: the read API's
+    (:meth:`Dialect.reads_only_options`)."""
     cls = dialect_class(url)
-    engine = create_engine(url, **{**cls.engine_options(), **options})
-    if cls is SQLiteDialect:
+    engine = create_engine(url, **{**cls.engine_options(), **(cls.reads_only_options() if reads_only else {}),
+                                   **options})
+    if cls is SQLiteDialect and not reads_only:  # a reader needs no BEGIN: every statement stands alone
         _sqlite_transactional_ddl(engine)
     return cls(engine)
 

@@ -676,12 +676,16 @@ class Reader:
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """The thread's connection while :meth:`answer` holds one (one pool checkout per request), else a new one."""
+        """The thread's connection while :meth:`answer` holds one (one pool checkout per request), else a new one.
+
+        Each statement is its own transaction (``Summarizer.read_dialect``): holding one connection across a
+        request's statements holds no lock between them, so a full refresh's swap never waits for a reader
+        that is itself about to wait for the swap (tests/test_reads_during_swap.py)."""
         current = getattr(self._local, "conn", None)
         if current is not None:
             yield current
             return
-        with self._translated(), self.summarizer.dialect.engine.connect() as conn:
+        with self._translated(), self.summarizer.read_dialect.engine.connect() as conn:
             self._local.conn = conn
             try:
                 yield conn
