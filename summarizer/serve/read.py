@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, Select, String, Table, case, cast, func, literal_column, select, union_all
+from sqlalchemy import Connection, Engine, Select, String, Table, case, cast, func, literal_column, select, union_all
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -42,6 +42,7 @@ from ..months import month_range, parse_month
 from ..runs import RUNNING, Run, utcnow
 from ..secrets import public
 from ..text import first_line
+from . import timing
 from .answers import CSV_MEDIA_TYPE, NO_NAMES, Names, Position, Shape, csv_body, discover, shaped
 from .cache import Cache, make_cache, namespace
 
@@ -685,12 +686,17 @@ class Reader:
         if current is not None:
             yield current
             return
-        with self._translated(), self.summarizer.read_dialect.engine.connect() as conn:
+        with self._translated(), self._engine().connect() as conn:
             self._local.conn = conn
             try:
                 yield conn
             finally:
                 self._local.conn = None
+
+    def _engine(self) -> Engine:
+        engine = self.summarizer.read_dialect.engine
+        timing.watch(engine)
+        return engine
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
