@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import (
     Connection,
     Date,
@@ -39,6 +40,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .model import OLD_SUFFIX
 
+_SKIPS_ROLLBACK = tuple(int(p) for p in re.findall(r"\d+", sqlalchemy.__version__)[:3]) >= (2, 0, 43)
 PG_SORT_NODE = re.compile(r"(^|->)\s*(Incremental )?Sort\s+\(")
 PG_SPILLING_HASH = re.compile(r"Planned Partitions: [1-9]")
 PG_NODE = re.compile(r"^\s*(?:->\s*)?(?P<node>[A-Z][A-Za-z ]*?)(?: using (?P<index>\S+))?"
@@ -74,8 +76,9 @@ class Dialect:
     @staticmethod
     def reads_only_options() -> dict[str, Any]:
         """The read API's engine: each statement its own transaction, so a reader between two statements
-        holds no lock (a metadata lock on MariaDB, a table lock on PostgreSQL) that the swap would wait for."""
-        return {"isolation_level": "AUTOCOMMIT"}
+        holds no lock (a metadata lock on MariaDB, a table lock on PostgreSQL) that the swap would wait for.
+        No ping before each request: the reader retries a request once on a connection found dead instead."""
+        return {"isolation_level": "AUTOCOMMIT", "pool_pre_ping": False}
 
     def prepare_refresh_session(self, conn: Connection, tmp_table_size: int) -> None:
         """Session settings for a refresh connection (none by default)."""
@@ -237,6 +240,11 @@ class MySQLDialect(Dialect):
     def engine_options() -> dict[str, Any]:
         # READ COMMITTED: the refresh's INSERT ... SELECT takes no shared locks on raw rows.
         return {"pool_pre_ping": True, "isolation_level": "READ COMMITTED", "pool_recycle": 3600}
+
+    @staticmethod
+    def reads_only_options() -> dict[str, Any]:
+        # PyMySQL's rollback() is a round trip even in autocommit; SQLAlchemy 2.0.43+ can skip it
+        return {**Dialect.reads_only_options(), **({"skip_autocommit_rollback": True} if _SKIPS_ROLLBACK else {})}
 
     def prepare_refresh_session(self, conn: Connection, tmp_table_size: int) -> None:
         if tmp_table_size:

@@ -20,7 +20,7 @@ from summarizer.serve.cache import MISS, CacheStats
 from summarizer.serve.read import DASHBOARD, Reader
 
 from .oracle import load, random_dataset
-from .procs import wait_until
+from .procs import wait_until, watcher
 from .test_read_api import assert_matches, dashboard_found, expected_dashboard
 
 # the swap gives up after 2 tries of 1 s: a swap blocked by a reader fails the refresh quickly
@@ -99,3 +99,24 @@ def test_readers_answer_through_refreshes(db_url, app_factory):
             thread.join()
     assert not errors, errors[:3]
     assert all(run.status == SUCCEEDED for run in runs), [run.error for run in runs]
+
+
+def test_a_dead_pooled_connection_costs_no_failed_answer(server_url, app_factory):
+    """The read engine does not ping before each request; an answer on a connection killed since is asked again."""
+    app = app_factory(server_url)
+    data = random_dataset(seed=9, huge=True)
+    load(app.dialect.engine, data)
+    app.init()
+    app.refresh()
+    reader = Reader(app)
+    reader.answer(DASHBOARD, ITEMS)
+    with app.read_dialect.engine.connect() as conn:  # the pooled connection the next answer gets
+        session = int(conn.exec_driver_sql(app.dialect.connection_id_sql()).scalar_one())
+    watch = watcher(server_url)
+    try:
+        watch.kill(session)
+    finally:
+        watch.close()
+    months = reader.parse(DASHBOARD, ITEMS).months()
+    rows = json.loads(reader.answer(DASHBOARD, ITEMS).body)["data"]
+    assert_matches(dashboard_found(rows), expected_dashboard(data, months[0], months[-1]), True, "after the kill")
