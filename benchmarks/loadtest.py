@@ -340,13 +340,15 @@ def start_server(environ: dict[str, str], threads: int, log: Path) -> tuple[subp
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"summarizer serve exited early: {log.read_text()[-500:]}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/api/health")
             connection.getresponse().read()
             return server, url
         except OSError:
             time.sleep(0.1)
+        finally:
+            connection.close()
     server.terminate()
     raise SystemExit("summarizer serve did not answer within 60 s")
 
