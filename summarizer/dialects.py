@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import (
     Connection,
     Date,
@@ -40,6 +41,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .model import OLD_SUFFIX
 
+_SKIPS_ROLLBACK = tuple(int(p) for p in re.findall(r"\d+", sqlalchemy.__version__)[:3]) >= (2, 0, 43)
 PG_SORT_NODE = re.compile(r"(^|->)\s*(Incremental )?Sort\s+\(")
 PG_SPILLING_HASH = re.compile(r"Planned Partitions: [1-9]")
 PG_NODE = re.compile(r"^\s*(?:->\s*)?(?P<node>[A-Z][A-Za-z ]*?)(?: using (?P<index>\S+))?"
@@ -72,6 +74,13 @@ class Dialect:
     @staticmethod
     def engine_options() -> dict[str, Any]:
         return {"pool_pre_ping": True}
+
+    @staticmethod
+    def reads_only_options() -> dict[str, Any]:
+        """The read API's engine: each statement its own transaction, so a reader between two statements
+        holds no lock (a metadata lock on MariaDB, a table lock on PostgreSQL) that the swap would wait for.
+        No ping before each request: the reader retries a request once on a connection found dead instead."""
+        return {"isolation_level": "AUTOCOMMIT", "pool_pre_ping": False}
 
     def prepare_refresh_session(self, conn: Connection, refresh: Any) -> None:
         """Settings for a refresh's transaction, from the ``[refresh]`` section (none by default)."""
@@ -237,6 +246,11 @@ class MySQLDialect(Dialect):
     def engine_options() -> dict[str, Any]:
         # READ COMMITTED: the refresh's INSERT ... SELECT takes no shared locks on raw rows.
         return {"pool_pre_ping": True, "isolation_level": "READ COMMITTED", "pool_recycle": 3600}
+
+    @staticmethod
+    def reads_only_options() -> dict[str, Any]:
+        # PyMySQL's rollback() is a round trip even in autocommit; SQLAlchemy 2.0.43+ can skip it
+        return {**Dialect.reads_only_options(), **({"skip_autocommit_rollback": True} if _SKIPS_ROLLBACK else {})}
 
     def prepare_refresh_session(self, conn: Connection, refresh: Any) -> None:
         tmp_table_size = int(refresh.tmp_table_size)
@@ -598,11 +612,13 @@ def dialect_class(url: URL) -> type[Dialect]:
         raise ValueError(f"unsupported database {backend!r}; use mysql, mariadb, postgresql or sqlite") from None
 
 
-def connect(url: URL, **options: Any) -> Dialect:
-    """An engine for ``url`` wrapped in the dialect that knows its quirks."""
+def connect(url: URL, *, reads_only: bool = False, **options: Any) -> Dialect:
+    """An engine for ``url`` wrapped in the dialect that knows its quirks; ``reads_only``: the read API's
+    (:meth:`Dialect.reads_only_options`)."""
     cls = dialect_class(url)
-    engine = create_engine(url, **{**cls.engine_options(), **options})
-    if cls is SQLiteDialect:
+    engine = create_engine(url, **{**cls.engine_options(), **(cls.reads_only_options() if reads_only else {}),
+                                   **options})
+    if cls is SQLiteDialect and not reads_only:  # a reader needs no BEGIN: every statement stands alone
         _sqlite_transactional_ddl(engine)
     return cls(engine)
 

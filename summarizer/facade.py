@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
 
 from .config import Config
 from .ddl import InitPlan, apply, check_source, plan_init, require_tables
-from .dialects import Dialect, connect
+from .dialects import Dialect, connect, sqlite_path
 from .errors import ConfigError, DatabaseUnavailable, FollowFailed
 from .follow.follower import Follower
 from .follow.statements import read_state
@@ -164,12 +164,25 @@ class Summarizer:
         return ConfigError(message, section="database", key="url")
 
     @cached_property
+    def read_dialect(self) -> Dialect:
+        """The read API's engine: every statement its own transaction (``Dialect.reads_only_options``), a
+        connection per ``[api] threads``; an in-memory SQLite database has only the one engine."""
+        url = self.config.database_url()
+        if url.get_backend_name() == "sqlite" and sqlite_path(url) is None:
+            return self.dialect
+        self.dialect  # noqa: B018 - connects once and says clearly why it cannot
+        threads = self.config.api.threads
+        options = {} if url.get_backend_name() == "sqlite" else {"pool_size": threads, "max_overflow": threads}
+        return self._connect(url, {"reads_only": True, **options})
+
+    @cached_property
     def runs(self) -> RunLog:
         return RunLog(self.dialect.engine, self.schema.runs())
 
     def close(self) -> None:
-        if "dialect" in self.__dict__:
-            self.dialect.engine.dispose()
+        for name in ("read_dialect", "dialect"):
+            if name in self.__dict__:
+                self.__dict__[name].engine.dispose()
 
     # --- commands -------------------------------------------------------------------------------
     def init(self, *, source_indexes: bool = False, dry_run: bool = False) -> InitPlan:

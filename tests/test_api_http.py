@@ -365,6 +365,7 @@ def test_serve_answers_over_http_as_a_real_process(mysql_url, app_factory, tmp_p
         want = expected_dashboard(data, data.months[0], data.months[3], "JP")
         assert_matches(dashboard_found(check_shape(DASHBOARD, response)["data"]), want, True, "served")
         assert httpx.get(f"{base}/api/{DASHBOARD}", params=params).headers["x-cache"] == "hit"
+        assert set(server_timing(response)) == {"queue", "db", "app", "total"}
         assert httpx.get(f"{base}/api/health").status_code == 200
         assert httpx.get(f"{base}/api/{DASHBOARD}?from=x&to=2024-01").json()["error"]["parameter"] == "from"
         page = httpx.get(f"{base}/api/{DASHBOARD}", params={**params, "limit": "5", "format": "csv"})
@@ -376,6 +377,24 @@ def test_serve_answers_over_http_as_a_real_process(mysql_url, app_factory, tmp_p
         server.terminate()
         server.wait(timeout=20)
         log.close()
+
+
+def server_timing(response: httpx.Response) -> dict[str, float]:
+    """The ``Server-Timing`` header's figures, milliseconds by name."""
+    parts = (part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+    return {name: float(ms) for name, ms in parts}
+
+
+def test_server_timing_splits_the_database_from_the_rest(served):
+    s = served()
+    params = {"from": "2024-01", "to": "2024-04", "brand_id": "1"}
+    miss, hit = (s.http.get(f"/api/{DASHBOARD}", params) for _ in range(2))
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+    for response in (miss, hit):
+        found = server_timing(response)
+        assert set(found) == {"queue", "db", "app", "total"}
+        assert 0 < found["db"] <= found["app"] <= found["total"] and found["queue"] + found["app"] <= found["total"]
+    assert set(server_timing(s.http.get("/api/health"))) == {"total"}
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -44,6 +44,7 @@ def test_url_from_fields(tmp_path):
     ("[refresh]\njobs = 0\n", "refresh", "jobs", "from 1 to 64"),
     ("[refresh]\nretry_budget_seconds = -1\n", "refresh", "retry_budget_seconds", "from 0 to 86400"),
     ("[api]\nmax_age = soon\n", "api", "max_age", "duration"),
+    ("[api]\nthreads = 0\n", "api", "threads", "from 1 to 256"),
     ("[database]\nurl = not a url\n", "database", "url", "SQLAlchemy URL"),
     ("[summary]\nvalue_scale = 40\n", "summary", "value_scale", "from 0 to 30"),
     ("[refresh]\nspeed = fast\n", "refresh", "speed", "allowed keys"),

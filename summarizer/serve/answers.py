@@ -98,7 +98,7 @@ def _probe(conn: Connection, table: TableClause, id_column: ColumnClause[Any], n
 
 
 def shaped(inner: Select[Any], shape: Shape, names: Names, *, order: str = "month",
-           limit: int | None = None, offset: int = 0) -> Select[Any]:
+           limit: Any = None, offset: Any = None) -> Select[Any]:
     """The inner rows with names joined, in a total order, one page (``limit + 1`` rows) of them.
 
     Unless the order is by name, the page is cut inside the inner select, before the names are joined:
@@ -124,10 +124,11 @@ def shaped(inner: Select[Any], shape: Shape, names: Names, *, order: str = "mont
     return statement if early else _page(statement, limit, offset)
 
 
-def _page(statement: Select[Any], limit: int | None, offset: int) -> Select[Any]:
+def _page(statement: Select[Any], limit: Any, offset: Any) -> Select[Any]:
+    """``LIMIT limit OFFSET offset``, each a bound parameter (the caller asks for one row past the page) or None."""
     if limit is not None:
-        statement = statement.limit(limit + 1)
-    return statement.offset(offset) if offset else statement
+        statement = statement.limit(limit)
+    return statement.offset(offset) if offset is not None else statement
 
 
 def order_by(columns: Any, shape: Shape, named: dict[str, ColumnElement[Any]],

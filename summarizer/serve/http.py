@@ -10,8 +10,12 @@ built and cached as bytes by the reader.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -21,6 +25,7 @@ from .. import __version__
 from ..config import Config
 from ..errors import DatabaseUnavailable, SchemaError
 from ..facade import Summarizer
+from . import timing
 from .answers import CURSOR_PATTERN
 from .apidocs import add_docs
 from .httpmetrics import instrument
@@ -40,6 +45,7 @@ from .read import (
     Reader,
     endpoint_params,
 )
+from .timing import ServerTiming
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +224,8 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     summarizer = target if isinstance(target, Summarizer) else Summarizer(target)
     reader = reader or Reader(summarizer)
     app = FastAPI(title="summarizer read API", version=__version__, description=DESCRIPTION,
-                  docs_url=None, redoc_url=None)  # /docs from the package's assets: add_docs
+                  docs_url=None, redoc_url=None,  # /docs from the package's assets: add_docs
+                  lifespan=_worker_threads(summarizer.config.api.threads))
     app.state.reader = reader
     max_limit = summarizer.config.api.max_limit
     for endpoint in (DASHBOARD, CATEGORIES, PROFITABILITY, META):
@@ -226,9 +233,20 @@ def create_app(target: Summarizer | Config, *, reader: Reader | None = None) -> 
     app.add_api_route(f"/api/{HEALTH}", _health_route(reader), **_route_docs(HEALTH, max_limit))
     mount_pages(app, reader)
     app.state.metrics = instrument(app, reader)
+    app.add_middleware(ServerTiming)
     add_docs(app)
     _add_error_handlers(app)
     return app
+
+
+def _worker_threads(threads: int) -> Any:
+    """The lifespan that sets how many requests run at once: the worker threads of the routes (``[api] threads``,
+    as many as the read engine's pool keeps connections)."""
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+    return lifespan
 
 
 def _route_docs(endpoint: str, max_limit: int) -> dict[str, Any]:
@@ -258,10 +276,16 @@ def _send(answer: Answer, endpoint: str) -> Response:
 
 def _data_route(reader: Reader, endpoint: str) -> Any:
     def route(request: Request) -> Response:
+        started = time.perf_counter()
+        timing.db_reset()
         items = request.query_params.multi_items()
         if endpoint != META and "format" not in request.query_params and wants_csv(request.headers.get("accept")):
             items.append(("format", "csv"))
-        return _send(reader.answer(endpoint, items), endpoint)
+        response = _send(reader.answer(endpoint, items), endpoint)
+        arrived = timing.arrived(request.scope)
+        timing.record(request.scope, queue=started - (arrived or started), db=timing.db_seconds(),
+                      app=time.perf_counter() - started)
+        return response
     return route
 
 

@@ -30,7 +30,21 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, Select, String, Table, case, cast, func, literal_column, select, union_all
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Select,
+    String,
+    Table,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -42,6 +56,7 @@ from ..months import month_range, parse_month
 from ..runs import RUNNING, Run, utcnow
 from ..secrets import public
 from ..text import first_line
+from . import timing
 from .answers import CSV_MEDIA_TYPE, NO_NAMES, Names, Position, Shape, csv_body, discover, shaped
 from .cache import Cache, make_cache, namespace
 
@@ -336,7 +351,34 @@ TOTAL = "total"
 
 
 def _shaped(inner: Select[Any], shape: Shape, query: Query, names: Names) -> Select[Any]:
-    return shaped(inner, shape, names, order=query.order or "month", limit=query.limit, offset=query.offset)
+    limit = _bound(query, "limit") if query.limit is not None else None
+    offset = _bound(query, "offset") if query.offset else None
+    return shaped(inner, shape, names, order=query.order or "month", limit=limit, offset=offset)
+
+
+def bound_values(query: Query) -> dict[str, Any]:
+    """The values of a query's bound parameters, by name: what changes between requests of one form."""
+    values: dict[str, Any] = {"months": query.months() if query.first and query.last else [],
+                              "marketplace": query.marketplace, "metrics": list(query.metrics),
+                              "brand_ids": list(query.brand_ids), "category_ids": list(query.category_ids),
+                              "offset": query.offset}
+    values["limit"] = query.limit + 1 if query.limit is not None else None  # one row past the page: is there more?
+    return values
+
+
+def form(endpoint: str, query: Query) -> tuple[Any, ...]:
+    """What a statement's text depends on (the values aside): requests of one form share one statement."""
+    return (endpoint, query.by, query.order, query.group, bool(query.metrics), bool(query.brand_ids),
+            bool(query.category_ids), query.limit is None, bool(query.offset), query.marketplace is None)
+
+
+def _bound(query: Query, name: str) -> Any:
+    """A bound parameter holding the query's value: run as built, or again with another request's values."""
+    return bindparam(name, bound_values(query)[name], expanding=name in EXPANDING, type_=Integer if name in (
+        "limit", "offset") else None)
+
+
+EXPANDING = frozenset({"months", "metrics", "brand_ids", "category_ids"})
 
 
 def _measures(t: Table, query: Query) -> list[ColumnElement[Any]]:
@@ -364,11 +406,11 @@ def _dashboard_rows(brand: Table, query: Query) -> Select[Any]:
     t = brand
     statement = select(*_months(t, query), t.c.brand_id, _brand_category(t, query), t.c.metric,
                        *_measures(t, query)).where(
-        t.c.marketplace == query.marketplace, t.c.month.in_(query.months()))  # a list: point ranges on the key
+        t.c.marketplace == _bound(query, "marketplace"), t.c.month.in_(_bound(query, "months")))  # point ranges
     if query.metrics:
-        statement = statement.where(t.c.metric.in_(query.metrics))
+        statement = statement.where(t.c.metric.in_(_bound(query, "metrics")))
     if query.brand_ids:
-        statement = statement.where(t.c.brand_id.in_(query.brand_ids))
+        statement = statement.where(t.c.brand_id.in_(_bound(query, "brand_ids")))
     return statement.group_by(t.c.brand_id, t.c.metric) if query.group == TOTAL else statement
 
 
@@ -379,11 +421,11 @@ def categories_select(category: Table, query: Query, names: Names = NO_NAMES) ->
 def _categories_rows(category: Table, query: Query) -> Select[Any]:
     t = category
     statement = select(*_months(t, query), t.c.category_id, t.c.metric, *_measures(t, query)).where(
-        t.c.month.in_(query.months()))
+        t.c.month.in_(_bound(query, "months")))
     if query.metrics:
-        statement = statement.where(t.c.metric.in_(query.metrics))
+        statement = statement.where(t.c.metric.in_(_bound(query, "metrics")))
     if query.category_ids:
-        statement = statement.where(t.c.category_id.in_(query.category_ids))
+        statement = statement.where(t.c.category_id.in_(_bound(query, "category_ids")))
     return statement.group_by(t.c.category_id, t.c.metric) if query.group == TOTAL else statement
 
 
@@ -404,11 +446,12 @@ def _profit_rows(brand: Table, query: Query, revenue: Sequence[str], cost: Seque
     keys = [t.c.brand_id, _brand_category(t, query)] if query.by == "brand" else [t.c.category_id]
     statement = select(*_months(t, query), *keys, revenue_sum.label("revenue"), cost_sum.label("cost"),
                        (revenue_sum - cost_sum).label("profit")).where(
-        t.c.marketplace == query.marketplace, t.c.month.in_(query.months()), t.c.metric.in_([*revenue, *cost]))
+        t.c.marketplace == _bound(query, "marketplace"), t.c.month.in_(_bound(query, "months")),
+        t.c.metric.in_([*revenue, *cost]))
     if query.brand_ids:
-        statement = statement.where(t.c.brand_id.in_(query.brand_ids))
+        statement = statement.where(t.c.brand_id.in_(_bound(query, "brand_ids")))
     if query.category_ids:
-        statement = statement.where(t.c.category_id.in_(query.category_ids))
+        statement = statement.where(t.c.category_id.in_(_bound(query, "category_ids")))
     group = [t.c.brand_id] if query.by == "brand" else [t.c.category_id]
     return statement.group_by(*group) if query.group == TOTAL else statement.group_by(t.c.month, *keys)
 
@@ -515,6 +558,7 @@ class Reader:
         self.cache = cache if cache is not None else self._default_cache()
         self._known: tuple[int, Known] | None = None
         self._names_at: tuple[int, Names] | None = None
+        self._forms: tuple[Names | None, dict[tuple[Any, ...], Select[Any]]] = (None, {})
         self._local = threading.local()
         self.handlers: dict[str, Callable[[Query], Any]] = {
             DASHBOARD: self.dashboard, CATEGORIES: self.categories, PROFITABILITY: self.profitability,
@@ -555,10 +599,21 @@ class Reader:
 
     def page(self, endpoint: str, query: Query) -> tuple[list[dict[str, Any]], bool]:
         """The rows of one page, and whether more follow (the statement reads one row past the page)."""
-        rows = self._answer_rows(self.statement(endpoint, query))
+        rows = self._answer_rows(self._statement_of_form(endpoint, query), bound_values(query))
         if query.limit is None:
             return rows, False
         return rows[:query.limit], len(rows) > query.limit
+
+    def _statement_of_form(self, endpoint: str, query: Query) -> Select[Any]:
+        """The statement for requests of ``query``'s form, built once (per name tables: per data version at most)."""
+        names = self._names()
+        if self._forms[0] is not names:
+            self._forms = (names, {})
+        statements, key = self._forms[1], form(endpoint, query)
+        statement = statements.get(key)
+        if statement is None:
+            statement = statements[key] = self.statement(endpoint, query)
+        return statement
 
     def meta(self) -> dict[str, Any]:
         found: dict[str, list[str]] = {}
@@ -625,8 +680,19 @@ class Reader:
 
     # --- the cached answers the HTTP layer sends ----------------------------------------------
     def answer(self, endpoint: str, items: Iterable[tuple[str, str]]) -> Answer:
-        """The response body for ``endpoint``: checked, then from the cache or one statement."""
+        """The response body for ``endpoint``: checked, then from the cache or one statement.
+
+        Asked again once when the pooled connection was found dead (the database restarted since it was
+        last used): the read engine does not ping each connection before use, which would cost a round trip."""
         query = self.parse(endpoint, items)
+        try:
+            return self._answer(endpoint, query)
+        except DatabaseUnavailable as exc:
+            if not (isinstance(exc.__cause__, DBAPIError) and exc.__cause__.connection_invalidated):
+                raise
+            return self._answer(endpoint, query)
+
+    def _answer(self, endpoint: str, query: Query) -> Answer:
         with self._connection():
             version = self.version()
             _check_cursor(query, version)
@@ -655,9 +721,9 @@ class Reader:
         with self._connection() as conn:
             return list(conn.execute(statement))
 
-    def _answer_rows(self, statement: Select[Any]) -> list[dict[str, Any]]:
+    def _answer_rows(self, statement: Select[Any], values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self._connection() as conn:
-            return [row_json(row) for row in conn.execute(statement).mappings()]
+            return [row_json(row) for row in conn.execute(statement, values).mappings()]
 
     def _scalar(self, statement: Select[Any]) -> Any:
         with self._connection() as conn:
@@ -676,17 +742,26 @@ class Reader:
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """The thread's connection while :meth:`answer` holds one (one pool checkout per request), else a new one."""
+        """The thread's connection while :meth:`answer` holds one (one pool checkout per request), else a new one.
+
+        Each statement is its own transaction (``Summarizer.read_dialect``): holding one connection across a
+        request's statements holds no lock between them, so a full refresh's swap never waits for a reader
+        that is itself about to wait for the swap (tests/test_reads_during_swap.py)."""
         current = getattr(self._local, "conn", None)
         if current is not None:
             yield current
             return
-        with self._translated(), self.summarizer.dialect.engine.connect() as conn:
+        with self._translated(), self._engine().connect() as conn:
             self._local.conn = conn
             try:
                 yield conn
             finally:
                 self._local.conn = None
+
+    def _engine(self) -> Engine:
+        engine = self.summarizer.read_dialect.engine
+        timing.watch(engine)
+        return engine
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
