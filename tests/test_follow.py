@@ -210,7 +210,7 @@ def test_the_handover_is_exact_while_writers_write_and_a_follower_runs(followed,
         follower.wait_for_line("following from")
         time.sleep(0.5)
         before = len(during)
-        refreshed = run_cli(follow_url, "refresh", **FOLLOW)
+        refreshed = run_cli(follow_url, "refresh", **FOLLOW, refresh_jobs="2")  # PostgreSQL: 2 snapshot readers
         written_meanwhile = len(during) - before
         time.sleep(0.5)
     finally:
