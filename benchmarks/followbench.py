@@ -1,9 +1,11 @@
 """Benchmark ``summarizer follow``: throughput, commit-to-visible lag, and what it costs the writers.
 
-On one MariaDB/MySQL database with the binary log on (``--url``; or ``--own-server``, which starts a
-MariaDB of its own with the binary log in row format, from the repository's ``tests/servers.py``):
+On one MariaDB/MySQL database with the binary log on, or one PostgreSQL database with ``wal_level =
+logical`` (``--url``; or ``--own-server [mariadb|postgresql]``, which starts a server of its own with
+the change stream on, from the repository's ``tests/servers.py``):
 
-1. synthetic source data (``synth.py``), ``init --source-indexes`` and the handover refresh;
+1. synthetic source data (``synth.py``), on PostgreSQL what ``follow --check`` asks for (REPLICA
+   IDENTITY FULL, the publication), ``init --source-indexes`` and the handover refresh;
 2. **writers alone**: writers commit raw changes (inserts, value updates, updates that move rows
    between months; 100 transactions a second, rate/100 rows each) at ``--writer-rate`` changes per second
    for ``--seconds``
@@ -19,6 +21,7 @@ It ends with the tiers compared with a fresh full refresh. It replaces the sourc
 scratch database.
 
     python -m benchmarks.followbench --own-server --json-out follow.json
+    python -m benchmarks.followbench --own-server postgresql --json-out followpg.json
     python -m benchmarks.followbench --url mysql+pymysql://root@127.0.0.1:3307/bench_follow --rows 1000000
 """
 
@@ -43,6 +46,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 
 from summarizer import Summarizer, load_config
+from summarizer.follow.pgslot import PgSlotStream
+from summarizer.follow.streams import open_stream
 from summarizer.synth import Shape, create_source_tables, generate
 
 FOLLOW_SETTINGS = {"SUMMARIZER_FOLLOW_ENABLED": "true"}
@@ -113,7 +118,9 @@ class Writers:
             self.max_id += self.rows
         else:
             low = 1 + (step * 7919) % max(1, self.max_id - self.rows)
-            change = "value = value + 1" if kind == 1 else "month = DATE_ADD(month, INTERVAL 1 MONTH)"
+            later = ("CAST(month + INTERVAL '1 month' AS date)" if conn.dialect.name == "postgresql"
+                     else "DATE_ADD(month, INTERVAL 1 MONTH)")
+            change = "value = value + 1" if kind == 1 else f"month = {later}"
             conn.execute(text(f"UPDATE financials SET {change} WHERE id BETWEEN :lo AND :hi"),
                          {"lo": low, "hi": low + self.rows - 1})
         conn.commit()
@@ -215,6 +222,10 @@ def run(url: URL, args: argparse.Namespace) -> Report:
     with engine.connect() as conn:
         create_source_tables(conn, drop=True)
         generate(conn, Shape(rows=args.rows, asins=max(1000, args.rows // 200), brands=200, categories=20))
+    if engine.dialect.name == "postgresql":  # the statements follow --check names, run as the tables' owner
+        stream = open_stream(app.dialect, app.config, app.source)
+        assert isinstance(stream, PgSlotStream)
+        stream.prepare_source()
     app.init(source_indexes=True)
     app.refresh()
     rows = max(1, args.writer_rate // TRANSACTIONS_PER_SECOND)
@@ -261,14 +272,22 @@ def _after_changes(writers: Writers, changes: int) -> threading.Event:
 
 
 @contextlib.contextmanager
-def own_server() -> Iterator[URL]:
+def own_server(kind: str) -> Iterator[URL]:
+    """A server of our own with the change stream on, and a database ``bench_follow`` on it."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests import servers  # the repository's helper: a MariaDB of our own, stopped by its PID
+    from tests import servers  # the repository's helper: a server of our own, stopped by its PID
 
-    options = ("--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
-               "--server-id=1", "--innodb-buffer-pool-size=256M")
-    with servers.mariadb(*options) as server:
-        yield server.url
+    if kind == "postgresql":
+        started = servers.postgres("-c", "wal_level=logical", "-c", "shared_buffers=256MB")
+    else:
+        started = servers.mariadb("--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
+                                  "--binlog-row-metadata=FULL", "--server-id=1", "--innodb-buffer-pool-size=256M")
+    with started as server:
+        admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE bench_follow"))
+        admin.dispose()
+        yield server.url.set(database="bench_follow")
 
 
 def render(report: Report) -> str:
@@ -288,8 +307,9 @@ def render(report: Report) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--url", help="a scratch database on a server with the binary log in row format")
-    where.add_argument("--own-server", action="store_true", help="start a MariaDB of its own (tests/servers.py)")
+    where.add_argument("--url", help="a scratch database on a server with its change stream on")
+    where.add_argument("--own-server", nargs="?", const="mariadb", choices=["mariadb", "postgresql"],
+                       help="start a server of its own (tests/servers.py): mariadb (the default) or postgresql")
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic raw rows to start from")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each measured phase writes")
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 10000], help="changes/s to measure lag at")
@@ -302,13 +322,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(own_server()) if args.own_server else make_url(args.url)
-        if args.own_server:
-            admin = create_engine(url.set(database=""))
-            with admin.begin() as conn:
-                conn.execute(text("CREATE DATABASE IF NOT EXISTS bench_follow"))
-            admin.dispose()
-            url = url.set(database="bench_follow")
+        url = stack.enter_context(own_server(args.own_server)) if args.own_server else make_url(args.url)
         report = run(url, args)
     print(render(report))
     if args.json_out:

@@ -231,17 +231,18 @@ def status(ctx: Context, as_json: bool, check: bool, max_age: str | None) -> Non
                    "exit 1 if anything.")
 @click.option("--resync", is_flag=True,
               help="First run a full refresh that hands its stream position over (after a purged binary log, a "
-                   "schema change or an incremental refresh), then follow.")
+                   "dropped replication slot, a schema change or an incremental refresh), then follow.")
 @log_options
 @click.pass_context
 @handle_errors
 def follow(click_ctx: click.Context, once: bool, check: bool, resync: bool) -> None:
     """Keep the tiers exact from the database's change stream, within seconds of each commit.
 
-    Reads the binary log (MariaDB/MySQL) as a replica does and applies each batch of committed changes
-    to the tiers in one transaction with its stream position. The first start runs a full refresh that
-    hands its position over. SIGTERM or SIGINT: the batch being applied finishes, then exit 0. Needs
-    [follow] enabled = true and `summarizer init`; `docs/follow.md` says what the server needs.
+    Reads the binary log (MariaDB/MySQL) as a replica does, or a logical replication slot (PostgreSQL),
+    and applies each batch of committed changes to the tiers in one transaction with its stream
+    position. The first start runs a full refresh that hands its position over. SIGTERM or SIGINT: the
+    batch being applied finishes, then exit 0. Needs [follow] enabled = true and `summarizer init`;
+    `docs/follow.md` says what the server needs.
     """
     app = click_ctx.obj.summarizer
     if check:
@@ -250,8 +251,7 @@ def follow(click_ctx: click.Context, once: bool, check: bool, resync: bool) -> N
             click.secho(f"NOT READY: {problem}", fg="red", err=True)
         if problems:
             sys.exit(EXIT_FAILURE)
-        click.echo("follow: the server is ready (binary log in row format with full images and metadata; "
-                   "replication privileges)")
+        click.echo("follow: the server is ready (every setting, privilege and object following needs)")
         return
     _logging(click_ctx)
     stop = threading.Event()

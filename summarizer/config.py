@@ -160,6 +160,12 @@ SETTINGS: tuple[Setting, ...] = (
             "database name); it must differ from every real replica's"),
     Setting("follow", "refresh_wait", "60", "float",
             "seconds a full refresh waits for the run lock while the follower applies a batch"),
+    Setting("follow", "slot_prefix", "summarizer_follow", "identifier",
+            "PostgreSQL: the follower's replication slots are <prefix>_<8 hex digits> (lower case, at most 54 "
+            "characters); slots of this form in the database are the follower's own, and it drops superseded ones"),
+    Setting("follow", "publication", "summarizer_follow", "identifier",
+            "PostgreSQL: the publication of the source tables the follower reads (follow --check says how to "
+            "create it; lower case, at most 54 characters)"),
     Setting("spark", "master", "local[*]", "str",
             "Spark master for engine = spark: local[*], spark://host:7077, yarn, or a Spark Connect sc://host:15002"),
     Setting("spark", "jars", "/usr/share/java/mariadb-java-client.jar,/usr/share/java/postgresql.jar", "list",
@@ -482,6 +488,16 @@ def _check(config: Config) -> None:
                           f"({config.summary.metric_length} characters)", source=config.path, section="source",
                           key="measures")
     _check_choices(config)
+    _check_pg_names(config)
+
+
+def _check_pg_names(config: Config) -> None:
+    """PostgreSQL folds unquoted names to lower case, and a slot name has at most 63 characters."""
+    for key in ("slot_prefix", "publication"):
+        value = config.get("follow", key)
+        if value != value.lower() or len(value) > 54:
+            raise ConfigError(f"expected lower-case letters, digits and _, at most 54 characters, got {value!r}",
+                              source=config.path, section="follow", key=key)
 
 
 def _check_choices(config: Config) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,9 +73,15 @@ def scratch_database(server: URL, name: str) -> Iterator[URL]:
         yield server.set(database=name)
     finally:
         with admin.connect() as conn:
-            if server.get_backend_name() == "postgresql":
+            if server.get_backend_name() == "postgresql":  # a database with replication slots cannot be dropped
                 conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                   "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+                deadline = time.monotonic() + 10  # a terminated WAL sender lets its slot go a moment later
+                while conn.execute(text("SELECT count(*) FROM pg_replication_slots WHERE database = :name AND "
+                                        "active"), {"name": name}).scalar() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                conn.execute(text("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                  "WHERE database = :name AND NOT active"), {"name": name})
             conn.execute(text(f"DROP DATABASE IF EXISTS {quote(name)}"))
         admin.dispose()
 

@@ -1,8 +1,9 @@
 """summarizer follow: the tiers kept exact from the database's change stream.
 
 Every test runs on a server of the module's own with the change stream on (MariaDB: the binary log in
-row format with full images and metadata), one scratch database per test; :data:`FOLLOWED` lists the
-engines, so following another database is one more entry there and in :data:`SERVER_OPTIONS`. The
+row format with full images and metadata; PostgreSQL: a cluster with ``wal_level = logical``, whose
+source tables get REPLICA IDENTITY FULL and the publication as ``follow --check`` asks), one scratch
+database per test; :data:`FOLLOWED` lists the engines, and :data:`ENGINE` what differs between them. The
 expected tiers come from ``oracle.py`` (plain Python over the rows read back) and from a fresh full
 refresh, compared row for row.
 """
@@ -24,6 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from summarizer import Summarizer
+from summarizer.follow.pgslot import PgSlotStream
+from summarizer.follow.streams import open_stream
 from summarizer.serve.http import create_app
 
 from . import procs, servers, workload
@@ -33,16 +36,23 @@ from .oracle import actual_tiers, assert_tiers_equal
 from .test_api_http import Http
 from .test_data_version import assert_answer_is_the_tier, warm
 
-FOLLOWED = ["mysql"]
+FOLLOWED = ["mysql", "postgresql"]
 SERVER_OPTIONS = {"mysql": ("--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
-                            "--binlog-row-metadata=FULL", "--server-id=1")}
+                            "--binlog-row-metadata=FULL", "--server-id=1"),
+                  "postgresql": ("-c", "wal_level=logical")}
+ENGINE: dict[str, dict[str, str]] = {  # what the tests write or expect that differs between the engines
+    "mysql": {"index": "ALTER TABLE financials ADD INDEX ix_probe (metric)", "position": "binlog.",
+              "ddl_stops": "the source table financials was changed by DDL"},
+    "postgresql": {"index": "CREATE INDEX ix_probe ON financials (metric)", "position": "summarizer_follow_",
+                   "ddl_stops": "the columns of source table financials changed"},
+}
 FOLLOW: dict[str, Any] = {"follow_enabled": "true", "follow_idle_seconds": "0.05", "follow_batch_seconds": "0.3"}
 KILLS = 20
 
 
 @pytest.fixture(scope="module", params=FOLLOWED)
 def follow_server(request: pytest.FixtureRequest) -> Iterator[servers.Server]:
-    reason = servers.missing(request.param)
+    reason = servers.missing("mysql" if request.param == "mysql" else "postgres")
     if reason:
         pytest.skip(reason)
     start = servers.mariadb if request.param == "mysql" else servers.postgres
@@ -60,10 +70,19 @@ def followed(follow_url: URL, tmp_path: Path) -> Iterator[Summarizer]:
     """A followed database: the workload's starting data, init, and the first handover refresh."""
     app = make_app(follow_url, tmp_path, **FOLLOW)
     workload.seed_data(app.dialect.engine, seed=1, rows=10_000)
+    prepare_source(app)
     app.init(source_indexes=True)
     app.refresh()
     yield app
     app.close()
+
+
+def prepare_source(app: Summarizer) -> None:
+    """PostgreSQL: what ``follow --check`` asks the tables' owner to run (REPLICA IDENTITY FULL, the publication)."""
+    if app.dialect.name == "postgresql":
+        stream = open_stream(app.dialect, app.config, app.source)
+        assert isinstance(stream, PgSlotStream)
+        stream.prepare_source()
 
 
 def tiers_of(app: Summarizer) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
@@ -132,11 +151,18 @@ def test_a_follower_in_process_keeps_up_while_the_workload_runs(followed):
     assert_exact(followed)
 
 
-def test_a_purged_binary_log_is_said_plainly_and_resync_recovers(followed, follow_url):
-    engine = followed.dialect.engine
-    catch_up(followed)
-    workload.Workload(engine, seed=3).run(2_000)
+def lose_the_stored_position(app: Summarizer) -> None:
+    """MariaDB: purge the binary log the position lies in; PostgreSQL: drop the slot the position names."""
+    engine = app.dialect.engine
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            state = app.follow_status()
+            assert state is not None
+            slot = state.position.partition("@")[0]
+            procs.wait_until(lambda: not conn.execute(text("SELECT active FROM pg_replication_slots WHERE slot_name = "
+                                                           ":s"), {"s": slot}).scalar(), "the slot let go")
+            conn.execute(text("SELECT pg_drop_replication_slot(:s)"), {"s": slot})
+            return
         conn.execute(text("FLUSH BINARY LOGS"))
         newest = conn.execute(text("SHOW MASTER STATUS")).one()[0]
         for session in conn.execute(text("SELECT id FROM information_schema.processlist "
@@ -144,13 +170,24 @@ def test_a_purged_binary_log_is_said_plainly_and_resync_recovers(followed, follo
             conn.execute(text(f"KILL {int(session)}"))  # a log file a replica still reads is not purged
         procs.wait_until(lambda: conn.execute(text(f"PURGE BINARY LOGS TO '{newest}'")) is not None and [
             f for f, *_ in conn.execute(text("SHOW BINARY LOGS"))] == [newest], "the binary log purged")
+
+
+def test_a_lost_stream_position_is_said_plainly_and_resync_recovers(followed, follow_url):
+    """A purged binary log (MariaDB) or a dropped replication slot (PostgreSQL): the follower names it and
+    --resync; ``follow --resync`` rebuilds the tiers, hands a new position over and follows on exactly."""
+    engine = followed.dialect.engine
+    catch_up(followed)
+    workload.Workload(engine, seed=3).run(2_000)
+    lose_the_stored_position(followed)
     gone = run_cli(follow_url, "follow", "--once", **FOLLOW)
     assert gone.returncode == 1, gone.stderr
-    assert "is gone from the server" in gone.stderr and "summarizer follow --resync" in gone.stderr
+    assert "is gone" in gone.stderr and "summarizer follow --resync" in gone.stderr
     assert followed.follow_status().error is not None
     resynced = run_cli(follow_url, "follow", "--resync", "--once", **FOLLOW)
     assert resynced.returncode == 0, resynced.stderr
     assert followed.follow_status().error is None
+    workload.Workload(engine, seed=4).run(1_000)
+    catch_up(followed)
     assert_exact(followed)
 
 
@@ -173,7 +210,7 @@ def test_the_handover_is_exact_while_writers_write_and_a_follower_runs(followed,
         follower.wait_for_line("following from")
         time.sleep(0.5)
         before = len(during)
-        refreshed = run_cli(follow_url, "refresh", **FOLLOW)
+        refreshed = run_cli(follow_url, "refresh", **FOLLOW, refresh_jobs="2")  # PostgreSQL: 2 snapshot readers
         written_meanwhile = len(during) - before
         time.sleep(0.5)
     finally:
@@ -223,8 +260,9 @@ def test_the_api_answers_new_numbers_after_a_change_without_a_batch_run(followed
 
 def test_a_schema_change_of_a_source_table_stops_following(followed, follow_url):
     engine = followed.dialect.engine
+    differs = ENGINE[engine.dialect.name]
     with engine.begin() as conn:  # an index is no schema change (init --source-indexes adds one online)
-        conn.execute(text("ALTER TABLE financials ADD INDEX ix_probe (metric)"))
+        conn.execute(text(differs["index"]))
         conn.execute(text("INSERT INTO financials (asin, marketplace, month, metric, value) "
                           "VALUES ('B00001', 'US', '2024-01-01', 'revenue', 1.5)"))
     assert catch_up(followed) >= 1
@@ -232,7 +270,7 @@ def test_a_schema_change_of_a_source_table_stops_following(followed, follow_url)
         conn.execute(text("ALTER TABLE financials ADD COLUMN note VARCHAR(10)"))
     stopped = run_cli(follow_url, "follow", "--once", **FOLLOW)
     assert stopped.returncode == 1
-    assert "the source table financials was changed by DDL" in stopped.stderr, stopped.stderr
+    assert differs["ddl_stops"] in stopped.stderr, stopped.stderr
     assert "--resync" in stopped.stderr
 
 
@@ -251,10 +289,11 @@ def test_status_metrics_and_the_operations_page_show_the_follower(followed, foll
     shown = invoke(follow_url, "status", "--json", **FOLLOW)
     assert shown.returncode == 0, shown.stderr
     follow = json.loads(shown.stdout)["follow"]
-    assert follow["position"].startswith("binlog.") and follow["changes"] > 0 and follow["error"] is None
+    prefix = ENGINE[followed.dialect.name]["position"]
+    assert follow["position"].startswith(prefix) and follow["changes"] > 0 and follow["error"] is None
     assert follow["lag_seconds"] is not None and follow["rate"] is not None
     text_status = invoke(follow_url, "status", **FOLLOW)
-    assert "follow: at binlog." in text_status.stdout
+    assert f"follow: at {prefix}" in text_status.stdout
     http = Http(create_app(followed))
     metrics = http.get("/metrics").text
     assert f"summarizer_follow_changes_total {float(follow['changes'])}" in metrics
@@ -276,4 +315,20 @@ def test_check_names_what_the_shared_server_lacks(mysql_url, tmp_path):
     app = make_app(mysql_url, tmp_path)
     with app.dialect.engine.connect() as conn:
         assert conn.execute(text("SHOW TABLES")).all() == []
+    app.close()
+
+
+def test_check_names_what_the_shared_postgres_server_lacks(postgres_url, tmp_path):
+    """The shared PostgreSQL server runs with wal_level = replica: --check and init say so and how to set it."""
+    with make_app(postgres_url, tmp_path).dialect.engine.connect() as conn:
+        if conn.execute(text("SHOW wal_level")).scalar() == "logical":
+            pytest.skip("the shared server has wal_level = logical")
+    checked = invoke(postgres_url, "follow", "--check", **FOLLOW)
+    assert checked.returncode == 1
+    assert "wal_level is replica" in checked.stderr and "ALTER SYSTEM SET wal_level = logical" in checked.stderr
+    init = invoke(postgres_url, "init", **FOLLOW)
+    assert init.returncode == 1 and "Nothing was created" in init.stderr
+    app = make_app(postgres_url, tmp_path)
+    with app.dialect.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).scalar() == 0
     app.close()

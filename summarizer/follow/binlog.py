@@ -20,6 +20,7 @@ events the follower could count.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -32,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from ..dialects import Dialect
 from ..model import Source
-from .stream import Op, RowChange, SchemaChanged, StreamGone, Transaction
+from .stream import Op, RowChange, SchemaChanged, Snapshot, StreamGone, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,11 @@ class BinlogStream:
             "SHOW STATUS LIKE 'binlog_snapshot_%%'").all()}
         return format_position(str(status["Binlog_snapshot_file"]), int(status["Binlog_snapshot_position"]))
 
+    @contextlib.contextmanager
+    def snapshot(self, conn: Connection) -> Iterator[Snapshot]:
+        """The session's own consistent snapshot: no other connection can join it."""
+        yield Snapshot(self.snapshot_position(conn))
+
     def waiting(self, since: str) -> int | None:
         """Bytes of binary log after ``since`` (every table's changes, not only the source tables')."""
         name, offset = parse_position(since)
@@ -165,7 +171,9 @@ class BinlogStream:
         return max(0, sum(size for f, size in files[names.index(name):]) - offset)
 
     # --- reading ------------------------------------------------------------------------------------------
-    def read(self, since: str, *, max_changes: int, wait: float) -> Iterator[Transaction]:
+    def read(self, since: str, *, max_changes: int, wait: float,
+             stored: str | None = None) -> Iterator[Transaction]:
+        """The binary log keeps what the server's expiry keeps, whatever a replica read: ``stored`` is not needed."""
         if self._reader is None or self._at != since:
             self._open(since, wait)
         yielded = 0

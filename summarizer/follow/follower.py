@@ -157,7 +157,8 @@ class Follower:
         cfg = self.config.follow
         assert self.reading is not None
         found = self.prefetch.take(self.reading, max_changes=int(cfg.batch_changes),
-                                   seconds=float(cfg.batch_seconds), stop=self.stop.is_set)
+                                   seconds=float(cfg.batch_seconds), stop=self.stop.is_set,
+                                   stored=self.stored.position if self.stored is not None else None)
         if not found:
             return None
         if not any(t.changes for t in found):  # only other tables' (the follower's own among them)

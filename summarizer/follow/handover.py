@@ -2,9 +2,16 @@
 
 While following is set up (``[follow] enabled``), a full refresh reads the raw table in one transaction
 started on a consistent snapshot whose stream position the change stream reports
-(:meth:`~summarizer.follow.stream.ChangeStream.snapshot_position`), and swaps in, with its tiers, the
+(:meth:`~summarizer.follow.stream.ChangeStream.snapshot`), and swaps in, with its tiers, the
 follower's state row holding that position and the mirror of products, brands and categories as that
 snapshot saw them. The follower then resumes from exactly the changes the snapshot did not see.
+
+Each stream provides its snapshot: MariaDB's ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` reports
+its binary log position and belongs to one session, so tier 1 is read month after month through it;
+on PostgreSQL the refresh creates the follower's next replication slot, which exports the snapshot it
+starts at, and with ``--jobs`` > 1 every connection reading a month begins on that snapshot
+(``SET TRANSACTION SNAPSHOT``). The follower reads the new slot from the handed-over position on and
+drops the old one.
 
 The snapshot is read with plain SELECTs, which take no locks: on MariaDB an ``INSERT ... SELECT`` in
 the REPEATABLE READ a snapshot needs would take shared locks on every raw row it reads and block the
@@ -64,7 +71,7 @@ class Handover:
             self.steps.execute("follower tables", [*(dialect.drop_table_if_exists(n) for n in leftovers), *creates,
                                                    *indexes])
         with self.steps.timed("tier1"):
-            position, months = self.steps.retry("snapshot", lambda: self._snapshot(shadow, plan, stamp, check))
+            position, months = self.steps.retry("snapshot", lambda: self._snapshot(shadow, plan, stamp, check, jobs))
         log.info("tier1: read in one snapshot at stream position %s (%d months)", position, len(months))
         data_version = self.steps.read("data version", lambda conn: int(
             conn.execute(version.current(self.context.schema.data_version(SHADOW_SUFFIX))).scalar_one()))
@@ -73,25 +80,35 @@ class Handover:
         return None  # the refresh counts the tiers
 
     # --- the snapshot -----------------------------------------------------------------------------
-    def _snapshot(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime,
-                  check: Callable[[], None]) -> tuple[str, list[dt.date]]:
-        """Tier 1 and the mapping from one snapshot; the snapshot's position and its months."""
+    def _snapshot(self, shadow: Tiers, plan: RefreshPlan, stamp: dt.datetime, check: Callable[[], None],
+                  jobs: int) -> tuple[str, list[dt.date]]:
+        """Tier 1 and the mapping from one snapshot; the snapshot's position and its months. With ``jobs`` > 1
+        and a snapshot other connections can join (PostgreSQL's exported one), months are read at once, each
+        on a connection of its own begun on that snapshot; MariaDB's belongs to one session: one at a time."""
         targets = [shadow.asin, *self.shadow]
         self.steps.execute("clear the shadow tables", [sql.clear(t) for t in targets])
-        with self.engine.connect() as snap, self.engine.connect() as write:
-            position = self.stream.snapshot_position(snap)
+        with self.engine.connect() as snap, self.engine.connect() as write, self.stream.snapshot(snap) as snapshot:
             months = [as_date(m) for m in snap.execute(self.rollup.source_months()).scalars()]
-            if plan.chunked:
+            by_month = self.rollup.tier1_select(stamp, by_month=True)
+            if plan.chunked and snapshot.join is not None and jobs > 1:
+                join = snapshot.join
+
+                def read_month(month: dt.date) -> None:
+                    with self.engine.connect() as month_snap, self.engine.connect() as month_write:
+                        join(month_snap)
+                        self._copy(month_snap, month_write, by_month, shadow.asin, {"month": month})
+                        month_snap.rollback()
+                self.steps.parallel(months, jobs, check, read_month)
+            elif plan.chunked:
                 for month in months:
                     check()
-                    self._copy(snap, write, self.rollup.tier1_select(stamp, by_month=True), shadow.asin,
-                               {"month": month})
+                    self._copy(snap, write, by_month, shadow.asin, {"month": month})
             else:
                 self._copy(snap, write, self.rollup.tier1_select(stamp, by_month=False), shadow.asin)
             for query, target in self._mapping_reads(self.shadow):
                 self._copy(snap, write, query, target)
             snap.rollback()
-        return position, months
+        return snapshot.position, months
 
     def _mapping_reads(self, follow: FollowTables) -> list[tuple[Select[Any], Table]]:
         s = self.context.source

@@ -70,7 +70,7 @@ class SlotStream:
 
     def __init__(self, connect_args: Mapping[str, Any], slot: str, start: int, options: str) -> None:
         self.slot, self.start = slot, start
-        self.server_end = start  # the end of the WAL the server has decoded, from its frames
+        self.server_end = start  # how far the server has decoded and sent, from its frames and keepalives
         self._flushed = start
         self._last_status = 0.0
         self.conn = connect(connect_args)
@@ -90,6 +90,10 @@ class SlotStream:
         if lsn > self._flushed:
             self._flushed = lsn
             self._send_status()
+
+    def ask(self) -> None:
+        """A status update that asks the server to reply at once (a keepalive saying how far it has sent)."""
+        self._send_status(reply=True)
 
     def receive(self, timeout: float) -> bytes | None:
         """The next pgoutput message, or None when none came within ``timeout`` seconds."""
@@ -135,9 +139,9 @@ class SlotStream:
             if reply:
                 self._send_status()
 
-    def _send_status(self) -> None:
+    def _send_status(self, reply: bool = False) -> None:
         now = int((time.time() - PG_EPOCH_UNIX) * 1_000_000)
-        status = _STATUS.pack(b"r", self._flushed, self._flushed, self._flushed, now, False)
+        status = _STATUS.pack(b"r", self._flushed, self._flushed, self._flushed, now, reply)
         with database_errors("standby status update"):
             self.conn.pgconn.put_copy_data(status)
             self.conn.pgconn.flush()

@@ -8,13 +8,18 @@ when the stream after it shows only the new columns. Slot names: ``<slot_prefix>
 
 How the slot and the follower's state table stay consistent:
 
-* ``read(since)`` first acknowledges ``since`` to the server (the slot's ``confirmed_flush_lsn``
-  moves there, and the WAL before it may go): the follower passes only a position it has committed,
+* ``read(since, stored=...)`` first acknowledges ``stored`` (default ``since``) to the server (the slot's
+  ``confirmed_flush_lsn`` moves there, and the WAL before it may go): it is a position the follower has
+  committed (its reader thread reads ahead, passing where it stands as ``since``),
   so a crash between its commit and the acknowledgement just leaves the slot behind, and the next
   ``read`` starts decoding at ``since`` (the server skips every transaction that committed before
   it), so nothing is yielded twice; a slot already *past* ``since`` has lost changes: StreamGone.
 * The stream continues across ``read`` calls while each starts where the previous one stopped; any
   other ``since`` (a restart, a batch rolled back) opens a new stream there.
+* A read is quiet (returns) only once the server has sent all it decoded of the WAL flushed by then
+  (asked with a status update that requests a keepalive): a new session starts decoding at the slot's
+  restart point, often far back, and the first changes may take longer than ``wait`` to come. Until
+  then an idle wait yields a Transaction without changes at the position already reached ("not quiet").
 * When nothing of the source tables commits for a while, other tables' WAL still accumulates behind
   the slot: an idle ``read`` then yields a Transaction without changes whose position lies past it
   (``heartbeat_bytes``), for the follower to store like any other.
@@ -41,7 +46,7 @@ from . import pgcatalog
 from .pgdecode import Decoded, TransactionDecoder
 from .pgoutput import lsn_text, lsn_value
 from .pgreplication import SlotStream, connect, database_errors
-from .stream import SchemaChanged, StreamGone, Transaction
+from .stream import SchemaChanged, Snapshot, StreamGone, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +141,24 @@ class PgSlotStream:
         return None if behind is None else max(0, int(behind))
 
     # --- reading --------------------------------------------------------------------------------------
-    def read(self, since: str, *, max_changes: int, wait: float) -> Iterator[Transaction]:
+    def read(self, since: str, *, max_changes: int, wait: float,
+             stored: str | None = None) -> Iterator[Transaction]:
         slot, lsn, columns = self._parse(since)
         session = self._session_at(slot, lsn, columns)
+        kept, kept_lsn, _ = self._parse(stored) if stored is not None else (slot, lsn, columns)
         try:
-            session.stream.confirm(lsn)
+            if kept == slot:  # a position stored in another slot (a handover's new one) is confirmed there
+                session.stream.confirm(min(kept_lsn, lsn))
             yielded = 0
             while yielded < max_changes:
                 decoded = session.next(wait)
                 if decoded is None:
-                    break
+                    if session.caught_up(self._flushed_wal()):
+                        break
+                    # quiet, but not because nothing is waiting: the server is still decoding (a session
+                    # begins at the slot's restart point, often far back). Not quiet yet: say so, and wait on
+                    yield Transaction((), _position(slot, session.yielded, columns), None)
+                    continue
                 yielded += len(decoded.changes)
                 yield Transaction(decoded.changes, _position(slot, decoded.end_lsn, columns), decoded.committed_at)
             else:
@@ -168,6 +181,13 @@ class PgSlotStream:
         with self.exported_snapshot() as snapshot:
             snapshot.begin(conn)
             return snapshot.position
+
+    @contextlib.contextmanager
+    def snapshot(self, conn: Connection) -> Iterator[Snapshot]:
+        """A new slot's exported snapshot, begun on ``conn``; other connections join it while the block lasts."""
+        with self.exported_snapshot() as exported:
+            exported.begin(conn)
+            yield Snapshot(exported.position, exported.begin)
 
     @contextlib.contextmanager
     def exported_snapshot(self) -> Iterator[ExportedSnapshot]:
@@ -278,6 +298,10 @@ class PgSlotStream:
             with contextlib.suppress(Exception):
                 session.stream.close()
 
+    def _flushed_wal(self) -> int:
+        with self.engine.connect() as conn:
+            return lsn_value(conn.execute(text("SELECT pg_current_wal_flush_lsn()::text")).scalar_one())
+
     def _new_slot_name(self) -> str:
         return f"{self.slot_prefix}_{secrets.token_hex(4)}"
 
@@ -325,6 +349,14 @@ class _Session:
             if decoded.changes:
                 self.yielded = decoded.end_lsn
                 return decoded
+
+    def caught_up(self, flushed: int) -> bool:
+        """Whether the server has sent all it decoded of the WAL up to ``flushed``; when not, asks it to say how
+        far it is (its reply comes as a keepalive that the next receive reads)."""
+        if max(self.passed, self.stream.server_end) >= flushed:
+            return True
+        self.stream.ask()
+        return False
 
     def heartbeat(self, threshold: int) -> int | None:
         """A position past other tables' WAL when it ran ``threshold`` bytes ahead (and no transaction is open)."""

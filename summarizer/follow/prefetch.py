@@ -37,11 +37,14 @@ class Prefetch:
         self._stopping = threading.Event()
         self._next: str | None = None  # the position the queue goes on from
         self._quiet = False  # the stream was quiet after the last batch taken
+        self.stored: str | None = None  # the follower's committed position (never one only read ahead to)
 
     def take(self, position: str, *, max_changes: int, seconds: float,
-             stop: Callable[[], bool]) -> list[Transaction]:
+             stop: Callable[[], bool], stored: str | None = None) -> list[Transaction]:
         """Transactions after ``position``: up to ``max_changes`` row changes, ``seconds`` after the first,
-        or until the stream is quiet ([] when it was quiet from the start)."""
+        or until the stream is quiet ([] when it was quiet from the start). ``stored`` (default
+        ``position``): the newest position the follower committed, which the reader passes on to the stream."""
+        self.stored = stored or position
         if position != self._next or self._thread is None or not self._thread.is_alive():
             self._restart(position)
         found: list[Transaction] = []
@@ -86,7 +89,8 @@ class Prefetch:
         try:
             while not self._stopping.is_set():
                 read = False
-                for transaction in self.stream.read(position, max_changes=self.max_changes, wait=self.wait):
+                for transaction in self.stream.read(position, max_changes=self.max_changes, wait=self.wait,
+                                                    stored=self.stored):
                     read, quiet_said, position = True, False, transaction.position
                     if not self._put(transaction):
                         return

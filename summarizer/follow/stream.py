@@ -16,7 +16,8 @@ everything else in the stream is skipped by the stream itself.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -52,6 +53,18 @@ class Transaction:
     committed_at: dt.datetime | None  # the server's commit time (UTC, naive), for the lag
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent snapshot a full refresh reads the source tables in, and where following resumes after it.
+
+    ``join`` starts another connection's transaction on the same snapshot (before it reads anything), for a
+    refresh that reads with several connections; None when only the first connection can read it
+    (MariaDB's consistent snapshot belongs to one session; PostgreSQL exports its snapshot)."""
+
+    position: str
+    join: Callable[[Connection], None] | None = None
+
+
 class StreamGone(Exception):
     """The stored position can no longer be read (binary log purged, slot dropped), or the stream met a change
     it cannot turn into row changes (a TRUNCATE of a source table): resync needed."""
@@ -70,17 +83,20 @@ class ChangeStream(Protocol):
     def current_position(self) -> str:
         """The position of the newest committed change now: following from here skips everything before."""
 
-    def read(self, since: str, *, max_changes: int, wait: float) -> Iterator[Transaction]:
+    def read(self, since: str, *, max_changes: int, wait: float,
+             stored: str | None = None) -> Iterator[Transaction]:
         """Committed transactions after ``since``, oldest first, until about ``max_changes`` row changes
         were yielded or nothing new arrived for ``wait`` seconds. Raises :class:`StreamGone` when
-        ``since`` is no longer available. ``since`` must be a position the follower has committed:
-        the stream may let the server release what lies at or before it."""
+        ``since`` is no longer available. ``stored`` (default: ``since``) is the newest position the
+        follower has committed: the stream may let the server release what lies at or before it, and
+        nothing after it (a reader that reads ahead passes where it stands as ``since``)."""
 
-    def snapshot_position(self, conn: Connection) -> str:
-        """Start ``conn``'s transaction on a consistent snapshot (before it reads anything) and return the
-        position to follow from afterwards: exactly the changes that snapshot did not see come after it.
-        A full refresh that reads the raw rows through this one transaction records the returned position,
-        and the follower resumes from there (the handover)."""
+    def snapshot(self, conn: Connection) -> AbstractContextManager[Snapshot]:
+        """Start ``conn``'s transaction on a consistent snapshot (before it reads anything), with the position
+        to follow from afterwards: exactly the changes that snapshot did not see come after it. A full
+        refresh that reads the source tables in this snapshot (in ``conn``, and in the connections it lets
+        :attr:`Snapshot.join` while the block lasts) records the position, and the follower resumes from
+        there (the handover)."""
 
     def waiting(self, since: str) -> int | None:
         """How much is waiting after ``since`` (changes, bytes or events; None when the stream cannot tell)."""

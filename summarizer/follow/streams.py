@@ -19,5 +19,11 @@ def open_stream(dialect: Dialect, config: Config, source: Source) -> ChangeStrea
                                "pip install 'summarizer-tiers[follow]'")
         from .binlog import BinlogStream
         return BinlogStream(dialect, source, int(config.follow.server_id))
-    raise FollowFailed(f"summarizer follow reads MariaDB's and MySQL's binary log; a {dialect.name} database "
-                       "cannot be followed (yet): keep the tiers fresh with `summarizer refresh`")
+    if dialect.name == "postgresql":
+        from .pgslot import PgSlotStream
+        cfg = config.follow
+        return PgSlotStream(dialect.engine, source, slot_prefix=str(cfg.slot_prefix),
+                            publication=str(cfg.publication))
+    raise FollowFailed(f"summarizer follow reads MariaDB's and MySQL's binary log and PostgreSQL's logical "
+                       f"replication; a {dialect.name} database cannot be followed: keep the tiers fresh with "
+                       "`summarizer refresh`")
