@@ -46,6 +46,10 @@ def wait_until(predicate: Callable[[], T], what: str, timeout: float = DEFAULT_T
         time.sleep(every)
 
 
+# the statement that writes a tier: INSERT ... SELECT, or on PostgreSQL a full refresh's CREATE TABLE ... AS SELECT
+TIER_WRITE = ("INSERT INTO%", "CREATE TABLE%")
+
+
 class Proc:
     """A running ``summarizer`` process; its stderr is read into :attr:`lines` as it arrives."""
 
@@ -206,24 +210,28 @@ class Watcher:
         raise NotImplementedError
 
     # --- the same on every engine ---------------------------------------------------------------
-    def sessions(self, info_like: str = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
-        """(id, state, statement) of the other sessions on this database running a matching statement."""
-        rows = self.conn.execute(text(f"SELECT * FROM ({self.SESSIONS_SQL}) s WHERE info LIKE :info "
-                                      "AND state LIKE :state"), {"info": info_like, "state": state_like}).all()
+    def sessions(self, info_like: str | tuple[str, ...] = "%", state_like: str = "%") -> list[tuple[int, str, str]]:
+        """(id, state, statement) of the other sessions on this database running a statement like ``info_like``
+        (one LIKE pattern, or any of several)."""
+        patterns = (info_like,) if isinstance(info_like, str) else info_like
+        params = {f"info{i}": pattern for i, pattern in enumerate(patterns)}
+        matches = " OR ".join(f"info LIKE :{name}" for name in params)
+        rows = self.conn.execute(text(f"SELECT * FROM ({self.SESSIONS_SQL}) s WHERE ({matches}) "
+                                      "AND state LIKE :state"), {**params, "state": state_like}).all()
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def wait_until(self, predicate: Callable[[], T], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
         """:func:`wait_until`, looking at the server no more often than it can show something new."""
         return wait_until(predicate, what, timeout, every=self.POLL_EVERY)
 
-    def wait_for_session(self, info_like: str, state_like: str = "%", count: int = 1,
+    def wait_for_session(self, info_like: str | tuple[str, ...], state_like: str = "%", count: int = 1,
                          timeout: float = DEFAULT_TIMEOUT) -> list[int]:
         """Ids of ``count`` sessions running a statement like ``info_like`` in state ``state_like``."""
         found = self.wait_until(lambda: len(s := self.sessions(info_like, state_like)) >= count and s,
                                 f"{count} session(s) running {info_like!r} in state {state_like!r}", timeout)
         return [session[0] for session in found or []]
 
-    def wait_until_gone(self, info_like: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def wait_until_gone(self, info_like: str | tuple[str, ...], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.wait_until(lambda: not self.sessions(info_like), f"no session running {info_like!r}", timeout)
 
     @contextmanager

@@ -111,9 +111,9 @@ def test_sigkill_during_a_full_refresh(server_url, app_factory, tmp_path, point)
         elif point == "mid-tier":  # its tier-1 statement waits for products
             with tier1_held(server_url):
                 killed = procs.start(server_url, "refresh", cwd=tmp_path)
-                watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+                watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)
                 killed.kill()
-            watcher.wait_until_gone("INSERT INTO%")  # its statement ends on the server once it can run
+            watcher.wait_until_gone(procs.TIER_WRITE)  # its statement ends on the server once it can run
         else:  # its swap waits for a reader of the live tier
             with watcher.reading(app.schema.live().asin.name):
                 killed = procs.start(server_url, "refresh", cwd=tmp_path, refresh_swap_lock_timeout="30")
@@ -147,7 +147,7 @@ def test_a_dead_runs_rename_is_waited_for_by_the_next_run(mysql_url, app_factory
         with watcher.reading(app.schema.live().asin.name):
             with tier1_held(mysql_url):
                 killed = procs.start(mysql_url, "refresh", cwd=tmp_path, refresh_swap_lock_timeout="30")
-                watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+                watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)
                 next_run, outcome = background(lambda: app.refresh(wait=60))
                 procs.wait_until(lambda: any("waiting up to" in m for m in messages(caplog)), "the next run to wait")
             watcher.wait_for_session(watcher.SWAP_STATEMENT, watcher.TABLE_LOCK_WAIT)
@@ -169,10 +169,10 @@ def test_sigkill_during_an_incremental_month(server_url, app_factory, tmp_path):
     try:
         with tier1_held(server_url):
             killed = procs.start(server_url, "refresh", "--months", "2024-01,2024-02", cwd=tmp_path)
-            session = watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)[0]
+            session = watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)[0]
             watcher.wait_until(lambda: watcher.has_written(session), "the month's transaction to have deleted rows", 5)
             killed.kill()
-        watcher.wait_until_gone("INSERT INTO%")
+        watcher.wait_until_gone(procs.TIER_WRITE)
     finally:
         watcher.close()
     for month in months:
@@ -247,7 +247,7 @@ def test_a_killed_working_connection_is_retried(server_url, app_factory, caplog,
         with tier1_held(server_url):
             work = (lambda: app.refresh()) if mode == "full" else (lambda: app.refresh(months=months[:2]))
             worker, outcome = background(work)
-            victim = watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)[0]
+            victim = watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)[0]
             watcher.kill(victim)  # from another session, mid-statement: KILL <id>, pg_terminate_backend(pid)
         worker.join(timeout=60)
     finally:

@@ -138,7 +138,7 @@ def test_the_lock_outlives_the_servers_idle_timeout(server_url, app_factory, cap
     try:
         with tier1_held(server_url):  # a step that takes three idle timeouts
             worker = _background_refresh(app, outcome)
-            watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+            watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)
             holder = watcher.lock_holder(name)
             assert holder is not None
             time.sleep(3)
@@ -168,7 +168,7 @@ def test_a_killed_lock_connection_is_retaken_or_the_run_stops(server_url, app_fa
     try:
         with tier1_held(server_url):
             worker = _background_refresh(app, outcome)
-            watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+            watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)
             lock_session = watcher.lock_holder(name)
             assert lock_session is not None
             watcher.kill(lock_session)

@@ -92,7 +92,7 @@ def restarted_during_tier1(server: servers.Server, url: URL, tmp_path: Path, *ar
     with products_locked(url) as watcher:
         overrides: dict[str, str] = {**QUICK_RETRIES, **settings}
         proc = procs.start(url, "refresh", *args, cwd=tmp_path, stalled=False, **overrides)
-        watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+        watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)
         server.restart(down)
     return proc
 
@@ -148,7 +148,7 @@ def test_a_step_retried_after_a_lost_connection_takes_the_lock_first(own_server,
     try:
         with products_locked(database) as watcher:
             proc = procs.start(database, "refresh", "--months", f"{months[0]:%Y-%m}", cwd=tmp_path)
-            [step] = watcher.wait_for_session("INSERT INTO%", watcher.TABLE_LOCK_WAIT)
+            [step] = watcher.wait_for_session(procs.TIER_WRITE, watcher.TABLE_LOCK_WAIT)
             holder = watcher.lock_holder(name)
             assert holder is not None
             watcher.kill(holder)
