@@ -410,8 +410,7 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
 
 def run(args: argparse.Namespace, echo: Any = print) -> dict[str, Any]:
     from summarizer import Summarizer, load_config
-    environ = environment(args)
-    os.environ.update(environ)
+    environ = environment(args)  # passed to every process it starts: this process's own environment stays as it was
     app = Summarizer(load_config(args.config, environ, required=args.config is not None))
     space = discover(app, args.months)
     engine = app.dialect.name

@@ -364,7 +364,10 @@ def test_serve_answers_over_http_as_a_real_process(mysql_url, app_factory, tmp_p
         assert response.status_code == 200
         want = expected_dashboard(data, data.months[0], data.months[3], "JP")
         assert_matches(dashboard_found(check_shape(DASHBOARD, response)["data"]), want, True, "served")
-        assert httpx.get(f"{base}/api/{DASHBOARD}", params=params).headers["x-cache"] == "hit"
+        again = httpx.get(f"{base}/api/{DASHBOARD}", params=params)
+        assert again.headers["x-cache"] == "hit", (
+            f"versions {response.headers['x-data-version']} then {again.headers['x-data-version']}; "
+            f"the server's log: {log_text(log)[-1500:]}")
         assert set(server_timing(response)) == {"queue", "db", "app", "total"}
         assert httpx.get(f"{base}/api/health").status_code == 200
         assert httpx.get(f"{base}/api/{DASHBOARD}?from=x&to=2024-01").json()["error"]["parameter"] == "from"
@@ -395,6 +398,12 @@ def test_server_timing_splits_the_database_from_the_rest(served):
         assert set(found) == {"queue", "db", "app", "total"}
         assert 0 < found["db"] <= found["app"] <= found["total"] and found["queue"] + found["app"] <= found["total"]
     assert set(server_timing(s.http.get("/api/health"))) == {"total"}
+
+
+def log_text(log: Any) -> str:
+    """What the server process has written to its log so far."""
+    log.flush()
+    return Path(log.name).read_text()
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout: float = 20) -> None:

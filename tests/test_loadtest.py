@@ -56,7 +56,9 @@ def test_every_question_answered_idle_and_during_a_refresh(db_url, app_factory, 
         monkeypatch.setenv(key, value)
     args = parse_args(["--via", via, "--phases", "idle:1,refresh:2", "--seconds", "1", "--refresh", "once",
                        "--months", "3", "--threads", "2", "--seed", "3"])
+    before = dict(os.environ)
     report = run(args, echo=lambda _line: None)
+    assert dict(os.environ) == before, "the run changed the caller's environment (the cache off for later tests)"
     assert_phases(report, via, ["idle", "refresh"])
     assert report["space"]["months"] >= 3 and report["space"]["brands"] > 1
 
