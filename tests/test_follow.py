@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL
 
 from summarizer import Summarizer
 from summarizer.follow.pgslot import PgSlotStream
+from summarizer.follow.stream import Transaction
 from summarizer.follow.streams import open_stream
 from summarizer.serve.http import create_app
 
@@ -222,6 +223,40 @@ def test_the_handover_is_exact_while_writers_write_and_a_follower_runs(followed,
     time.sleep(1.0)
     follower.signal(signal.SIGTERM)
     assert follower.finish(timeout=60) == 0, follower.stderr
+    catch_up(followed)
+    assert_exact(followed)
+
+
+def test_a_handover_that_ends_where_the_batch_in_hand_ends_is_taken_for_one(followed, caplog):
+    """A follower holds a batch while a refresh runs; when the writers paused meanwhile, the refresh's snapshot
+    saw exactly that batch and the stored position is where the batch ends. That is the handover (its state
+    row counts no batch yet), not this batch already applied by a try whose commit reply was lost; and a
+    batch that was applied is not applied twice. (The follower's loop is driven by hand here: only this way
+    does a batch end exactly at a handover's position every time.)"""
+    follower = followed.follower()
+    try:
+        follower._start()
+        workload.Workload(followed.dialect.engine, seed=13).run(200)
+        batch = follower._read()
+        assert batch, "the follower read nothing after 200 raw changes"
+        followed.refresh()  # hands over a position past the batch's
+        handed = follower._read_state()
+        assert handed is not None and handed.values["batches"] == 0
+        in_hand = [*batch[:-1], Transaction(batch[-1].changes, handed.position, batch[-1].committed_at)]
+        with caplog.at_level("INFO", logger="summarizer.follow.follower"):
+            assert follower._apply_locked(in_hand) is None  # dropped: the snapshot saw it
+        assert f"a full refresh handed position {handed.position} over" in caplog.text
+        assert follower.stored == handed
+        workload.Workload(followed.dialect.engine, seed=14).run(200)
+        batch = follower._read()
+        assert batch, "the follower read nothing after 200 more raw changes"
+        before = follower.stored
+        applied = follower._apply_locked(batch)
+        assert applied is not None and applied > 0
+        follower._moved_to(before)  # as if the commit's reply had been lost: the same batch is tried again
+        assert follower._apply_locked(batch) == 0
+    finally:
+        follower.prefetch.stop()
     catch_up(followed)
     assert_exact(followed)
 

@@ -199,11 +199,14 @@ class Follower:
             state = State.from_row(row) if row is not None else None
             if state is None:
                 raise FollowFailed("the follower's state row is gone: run `summarizer follow --resync`")
-            if state.position == last.position:  # a try whose commit reply was lost did it
+            moved = self.stored is None or state.position != self.stored.position
+            handed_over = moved and state.values.get("batches") == 0  # a refresh's row: no batch applied on it yet
+            if state.position == last.position and not handed_over:  # a try whose commit reply was lost did it
                 self._moved_to(state)
                 return 0
-            if self.stored is None or state.position != self.stored.position:
-                log.info("a full refresh handed position %s over: reading on from there", state.position)
+            if moved:  # a handover can end exactly where this batch ends: the writers paused meanwhile
+                log.info("a full refresh handed position %s over: reading on from there" if handed_over else
+                         "another follower moved the stored position to %s: reading on from there", state.position)
                 self._check_version(state)
                 self._moved_to(state)
                 return None
