@@ -398,6 +398,23 @@ class PostgresDialect(Dialect):
                 f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {account} (the summary tables and the run table "
                 f"must belong to {account}: let it create them with `summarizer init`)")
 
+    def swap_phases(self, pairs: Sequence[tuple[Table, Table]], lock_timeout: int) -> list[list[str]]:
+        # The renames in one transaction, the old copies dropped in the next: a DROP TABLE holds its lock
+        # until its files are gone at commit, and every reader of the live tiers waits for that lock (three
+        # 300k-row tables: 42-62 ms locked with the drops inside, 2-11 ms without). The old copies' indexes
+        # take their own names first, for the shadows' to take the live ones. A run that stops in between
+        # leaves the old copies, which the next full refresh drops with the other leftovers.
+        renames, drops = [*self.lock_timeout_statements(lock_timeout)], []
+        for live, shadow in pairs:
+            old = live.name + OLD_SUFFIX
+            renames.append(f"ALTER TABLE {self.quote(live.name)} RENAME TO {self.quote(old)}")
+            renames += [f"ALTER INDEX {self.quote(name)} RENAME TO {self.quote(name.replace(live.name, old, 1))}"
+                        for name in index_names(live)]  # the names the model gives the old copy's indexes
+            renames.append(f"ALTER TABLE {self.quote(shadow.name)} RENAME TO {self.quote(live.name)}")
+            renames += self.rename_indexes(live, shadow)
+            drops.append(self.drop_table_if_exists(old))
+        return [renames, drops]
+
     def lock_timeout_statements(self, seconds: int) -> list[str]:
         return [f"SET LOCAL lock_timeout = '{int(seconds)}s'"]
 

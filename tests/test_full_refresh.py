@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 
 from summarizer.errors import RefreshFailed
-from summarizer.model import SHADOW_SUFFIX
+from summarizer.model import OLD_SUFFIX, SHADOW_SUFFIX
 from summarizer.rollup import Rollup
 
 from .clirun import run_cli
@@ -83,6 +83,41 @@ def test_a_failure_just_before_the_swap_leaves_the_live_tiers_untouched(db_url, 
                        exact=app.dialect.EXACT_DECIMAL)
     leftovers = [t for t in inspect(app.dialect.engine).get_table_names() if t.endswith(SHADOW_SUFFIX)]
     assert leftovers == []
+
+
+def test_a_failure_between_the_renames_and_the_drops_leaves_the_new_tiers_live(db_url, refreshed_on, monkeypatch):
+    """Where the swap's renames commit before the old copies are dropped (MariaDB, PostgreSQL), a run that stops
+    in between leaves the new tiers live and the data version moved with them; the next refresh drops the
+    old copies and succeeds."""
+    done = refreshed_on(db_url, seed=9)
+    app, data, tables = done.app, done.data, done.tables
+    if len(app.dialect.swap_phases([], 1)) < 2:
+        pytest.skip(f"{app.dialect.name} swaps and drops in one transaction")
+    mutate(data, data.months[:2])
+    reload_rows(app.dialect.engine, tables, data)
+    real_phases = app.dialect.swap_phases
+
+    def failing_drops(pairs, timeout):  # a real statement that errors where the drops begin
+        renames, drops = real_phases(pairs, timeout)
+        return [renames, ["SELECT no_such_column FROM no_such_table_here", *drops]]
+    monkeypatch.setattr(app.dialect, "swap_phases", failing_drops)
+    with app.dialect.engine.connect() as conn:
+        version_before = conn.execute(select(app.schema.data_version().c.version)).scalar_one()
+    with pytest.raises(RefreshFailed, match="no_such_table_here"):
+        app.refresh()
+    assert_tiers_equal(expected_tiers(data), actual_tiers(app.dialect.engine, app.schema.live().by_name()),
+                       exact=app.dialect.EXACT_DECIMAL)
+    with app.dialect.engine.connect() as conn:
+        assert conn.execute(select(app.schema.data_version().c.version)).scalar_one() == version_before + 1
+    old = sorted(t for t in inspect(app.dialect.engine).get_table_names() if t.endswith(OLD_SUFFIX))
+    assert old == sorted(t.name for t in [*app.schema.tiers(OLD_SUFFIX), app.schema.data_version(OLD_SUFFIX)])
+
+    monkeypatch.undo()
+    assert app.refresh().status == "succeeded"
+    assert_tiers_equal(expected_tiers(data), actual_tiers(app.dialect.engine, app.schema.live().by_name()),
+                       exact=app.dialect.EXACT_DECIMAL)
+    left = [t for t in inspect(app.dialect.engine).get_table_names() if t.endswith((OLD_SUFFIX, SHADOW_SUFFIX))]
+    assert left == []
 
 
 def test_readers_see_complete_old_or_complete_new_tiers(db_url, refreshed_on):
