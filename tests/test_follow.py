@@ -261,6 +261,40 @@ def test_a_handover_that_ends_where_the_batch_in_hand_ends_is_taken_for_one(foll
     assert_exact(followed)
 
 
+def test_an_idle_follower_stores_a_position_past_other_tables_wal(followed):
+    """PostgreSQL: the slot keeps the server's WAL after the stored position. With the source tables idle and
+    another table written to, the follower stores the stream's heartbeat position (tiers and data version
+    unchanged), and the slot lets that WAL go."""
+    if followed.dialect.name != "postgresql":
+        pytest.skip("MariaDB's binary log is kept by the server's own expiry, whatever the follower stored")
+    engine, state = followed.dialect.engine, followed.schema.follow().state
+    catch_up(followed)
+    with engine.connect() as conn:
+        before = conn.execute(text(f"SELECT position, data_version, batches FROM {state.name}")).one()
+    tiers = tiers_of(followed)
+    with engine.begin() as conn:  # about 3 MiB of WAL, none of it the source tables'
+        conn.execute(text("CREATE TABLE other_work AS SELECT g, repeat('x', 100) AS pad "
+                          "FROM generate_series(1, 20000) g"))
+    with engine.connect() as conn:
+        written = conn.execute(text("SELECT pg_current_wal_lsn()::text")).scalar_one()
+    follower = followed.follower()
+    follower.stream.heartbeat_bytes = 2**20  # type: ignore[attr-defined]
+    assert follower.run(once=True) == 0
+    with engine.connect() as conn:
+        after = conn.execute(text(f"SELECT position, data_version, batches FROM {state.name}")).one()
+    slot, lsn = after.position.split(":")[0].split("@")
+    assert after.position != before.position and after.data_version == before.data_version
+    assert after.batches == before.batches + 1 and tiers_of(followed) == tiers
+    catch_up(followed)  # a reader confirms the stored position to the server as it starts
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT CAST(:lsn AS pg_lsn) >= CAST(:written AS pg_lsn) - 65536"),
+                            {"lsn": lsn, "written": written}).scalar_one()
+        confirmed = conn.execute(text("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                      "WHERE slot_name = :slot"), {"slot": slot}).scalar_one()
+        assert conn.execute(text("SELECT CAST(:confirmed AS pg_lsn) >= CAST(:lsn AS pg_lsn)"),
+                            {"confirmed": confirmed, "lsn": lsn}).scalar_one(), (confirmed, lsn)
+
+
 def test_a_database_restart_is_retried(followed, follow_url, follow_server, tmp_path):
     """The server goes away for a few seconds under a running follower: it reconnects and goes on, exactly."""
     engine = followed.dialect.engine

@@ -103,6 +103,8 @@ def _clauses(text: str) -> list[str]:
 class BinlogStream:
     """The binary log of the serving MariaDB/MySQL database, for the configured source tables."""
 
+    stores_empty = False  # the server's expiry keeps the binary log, whatever a replica has read
+
     def __init__(self, dialect: Dialect, source: Source, server_id: int = 0) -> None:
         self.dialect, self.source = dialect, source
         url = dialect.engine.url

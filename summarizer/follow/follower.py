@@ -41,7 +41,7 @@ from ..runs import utcnow
 from ..steps import Steps
 from ..text import first_line
 from . import statements as sql
-from .batch import BatchWriter
+from .batch import Applied, BatchWriter
 from .deltas import sort_out
 from .prefetch import Prefetch
 from .stream import ChangeStream, SchemaChanged, StreamGone, Transaction
@@ -153,7 +153,8 @@ class Follower:
 
     def _read(self) -> list[Transaction] | None:
         """Transactions from the stream: up to ``batch_changes`` row changes or ``batch_seconds``, or until quiet;
-        [] when they were only other tables' (passed over); None when the stream was quiet."""
+        [] when they were only other tables' (passed over; kept to be stored where the stream
+        :attr:`~summarizer.follow.stream.ChangeStream.stores_empty`); None when the stream was quiet."""
         cfg = self.config.follow
         assert self.reading is not None
         found = self.prefetch.take(self.reading, max_changes=int(cfg.batch_changes),
@@ -163,7 +164,9 @@ class Follower:
             return None
         if not any(t.changes for t in found):  # only other tables' (the follower's own among them)
             self.reading = found[-1].position
-            return []
+            stored = self.stored.position if self.stored is not None else None
+            # a slot keeps the server's WAL until a later position is stored: store this one (no tier changes)
+            return found if self.stream.stores_empty and found[-1].position != stored else []
         return found
 
     # --- applying ---------------------------------------------------------------------------------
@@ -211,12 +214,15 @@ class Follower:
                 self._moved_to(state)
                 return None
             self._check_version(state, conn)
-            applied = self.writer.apply(conn, changes, utcnow().replace(microsecond=0))
-            conn.execute(version.bump(self.data_version))
+            if changes.rows:
+                applied = self.writer.apply(conn, changes, utcnow().replace(microsecond=0))
+                conn.execute(version.bump(self.data_version))
+            else:  # only a position past other tables' changes (ChangeStream.stores_empty): tiers and version stay
+                applied = Applied({}, 0, 0)
             new_version = int(conn.execute(version.current(self.data_version)).scalar_one())
             now = utcnow()
             self.throughput.add(changes.rows)
-            report = self._report_values(now, last)
+            report = self._report_values(now, last if changes.rows else None)  # a heartbeat applies nothing
             conn.execute(sql.advance_state(self.state_table, last.position, new_version,
                                            {"changes": changes.rows, **report}))
         self._moved_to(State(last.position, new_version))

@@ -77,6 +77,8 @@ class ExportedSnapshot:
 class PgSlotStream:
     """The :class:`~summarizer.follow.stream.ChangeStream` of a PostgreSQL database (15 or later)."""
 
+    stores_empty = True  # the slot keeps the WAL after the stored position: a heartbeat's position is stored
+
     def __init__(self, engine: Engine, source: Source, *, slot_prefix: str = "summarizer_follow",
                  publication: str = "summarizer_follow", heartbeat_bytes: int = HEARTBEAT_BYTES) -> None:
         for what, name in (("slot prefix", slot_prefix), ("publication", publication)):

@@ -45,8 +45,9 @@ class RowChange:
 class Transaction:
     """One committed transaction's changes to the source tables, in the order they were made.
 
-    ``changes`` may be empty: the stream moved past changes to other tables only. Store its position
-    like any other (a PostgreSQL slot keeps the server's WAL until a position after it is stored)."""
+    ``changes`` may be empty: the stream moved past changes to other tables only. Where the stream
+    :attr:`~ChangeStream.stores_empty`, its position is stored like any other (a PostgreSQL slot keeps
+    the server's WAL until a position after it is stored)."""
 
     changes: Sequence[RowChange]
     position: str  # the stream position just after this transaction: where to resume
@@ -76,6 +77,12 @@ class SchemaChanged(Exception):
 
 class ChangeStream(Protocol):
     """A database's change stream, opened for the configured source tables."""
+
+    #: True when the server keeps its log for this reader until a later position is stored (a PostgreSQL
+    #: slot): the follower then stores a position past other tables' changes too (a Transaction without
+    #: changes), where otherwise it only reads on from there. False for MariaDB's binary log, which its own
+    #: expiry keeps (and where storing would log a change of its own to pass over, and so on).
+    stores_empty: bool
 
     def problems(self) -> list[str]:
         """What the server lacks for following (a setting, a privilege), each with how to set it; [] when ready."""
