@@ -3,9 +3,11 @@
 A full refresh fills the shadow tiers month by month (tier 1 from the raw table, then tier 2 from
 tier 1 and tier 3 from tier 2), each month of the three tiers one transaction that deletes what it is
 about to insert; without a covering index on the raw table tier 1 is one pass over it instead. On
-PostgreSQL each shadow tier is one ``CREATE TABLE ... AS SELECT`` over every month instead (its SELECT
-may run with parallel workers, where the planner finds that cheaper). An incremental refresh replaces
-each month of the live tiers in one transaction.
+PostgreSQL with one job (``--jobs 1``, the default), or without the covering index, each shadow tier is
+one ``CREATE TABLE ... AS SELECT`` over every month instead (its SELECT may run with parallel workers,
+where the planner finds that cheaper); with more jobs the months run in parallel as elsewhere, which
+was faster there (docs/performance.md). An incremental refresh replaces each month of the live tiers in
+one transaction.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class DatabaseEngine:
         """Fills the shadow tiers; the rows each holds, from the statements' row counts (no COUNT(*) after)."""
         self._written: Counter[str] = Counter()
         self._written_lock = threading.Lock()  # months may run in several threads
-        if self.context.dialect.CREATE_TABLE_AS:
+        if self.context.dialect.CREATE_TABLE_AS and (jobs == 1 or not plan.chunked):
             self._tiers_as_select(shadow, stamp)
             return {name: self._written[table.name] for name, table in shadow.by_name().items()}
         with self.steps.timed("months"):
