@@ -209,7 +209,12 @@ def test_the_service_command_runs_and_its_kill_signal_records_the_run_interrupte
             time.sleep(0.1)
         assert blocker.waiting(), "the refresh never reached its swap"
         proc.send_signal(getattr(signal, service["KillSignal"]))
-        _, stderr = proc.communicate(timeout=90)  # seconds here; generous for a machine running many suites at once
+        try:
+            _, stderr = proc.communicate(timeout=90)  # seconds here; generous for a machine running many suites at once
+        except subprocess.TimeoutExpired as exc:
+            said = exc.stderr.decode() if isinstance(exc.stderr, bytes) else str(exc.stderr)
+            raise AssertionError(f"the refresh did not stop within 90 s of {service['KillSignal']}; it said: "
+                                 f"{said[-3000:]}") from None
         wait_for_orphaned_swap(blocker)
     finally:
         if proc.poll() is None:
