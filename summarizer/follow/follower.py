@@ -157,14 +157,13 @@ class Follower:
         :attr:`~summarizer.follow.stream.ChangeStream.stores_empty`); None when the stream was quiet."""
         cfg = self.config.follow
         assert self.reading is not None
+        stored = self.stored.position if self.stored is not None else None
         found = self.prefetch.take(self.reading, max_changes=int(cfg.batch_changes),
-                                   seconds=float(cfg.batch_seconds), stop=self.stop.is_set,
-                                   stored=self.stored.position if self.stored is not None else None)
+                                   seconds=float(cfg.batch_seconds), stop=self.stop.is_set, stored=stored)
         if not found:
             return None
         if not any(t.changes for t in found):  # only other tables' (the follower's own among them)
             self.reading = found[-1].position
-            stored = self.stored.position if self.stored is not None else None
             # a slot keeps the server's WAL until a later position is stored: store this one (no tier changes)
             return found if self.stream.stores_empty and found[-1].position != stored else []
         return found
